@@ -1,0 +1,57 @@
+"""keras-recipes: Keras 3 image classifiers that take raw pixels, with training tricks built in.
+
+Example:
+    >>> import recipes
+    >>> result = recipes.train("mobilenet", "digits", out="runs/digits")
+    >>> result.metrics["test_accuracy"]
+"""
+
+import os as _os
+
+# TensorFlow's C++ start-up chatter drowns the CLI's output; users can still override it.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .builder import POOLINGS, build_classifier  # noqa: E402
+from .config import DEFAULT_BACKBONE, Recipe  # noqa: E402
+from .data import DEFAULT_DATASET, Data, load_data  # noqa: E402
+from .layers import BackbonePreprocessing, ToRGB  # noqa: E402
+from .metrics import MacroPrecision, MacroRecall  # noqa: E402
+from .registry import BackboneSpec, backbone_info, list_backbones  # noqa: E402
+from .training import OPTIMIZERS, SCHEDULES, Result, make_optimizer, plot_curves, train  # noqa: E402
+from .weights import (  # noqa: E402
+    WeightsUnavailableError,
+    find_backbone,
+    imagenet_weights_file,
+    keras_cache_dir,
+    save_backbone,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackbonePreprocessing",
+    "BackboneSpec",
+    "DEFAULT_BACKBONE",
+    "DEFAULT_DATASET",
+    "Data",
+    "MacroPrecision",
+    "MacroRecall",
+    "OPTIMIZERS",
+    "POOLINGS",
+    "Recipe",
+    "Result",
+    "SCHEDULES",
+    "ToRGB",
+    "WeightsUnavailableError",
+    "backbone_info",
+    "build_classifier",
+    "find_backbone",
+    "imagenet_weights_file",
+    "keras_cache_dir",
+    "list_backbones",
+    "load_data",
+    "make_optimizer",
+    "plot_curves",
+    "save_backbone",
+    "train",
+]

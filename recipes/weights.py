@@ -1,0 +1,249 @@
+"""Backbone weights: ImageNet through Keras' own download cache, local files, and our own saves."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from .registry import BackboneSpec, backbone_info, validate_alpha
+
+__all__ = [
+    "WeightsUnavailableError",
+    "keras_cache_dir",
+    "imagenet_weights_file",
+    "check_weights_arg",
+    "build_backbone",
+    "find_backbone",
+    "save_backbone",
+]
+
+_WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights could not be downloaded and are not in the Keras cache."""
+
+
+def keras_cache_dir() -> Path:
+    """The folder `keras.utils.get_file` caches application weights in (`$KERAS_HOME/models`)."""
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    if not os.access(base, os.W_OK) and os.path.exists(base):
+        base = os.path.join("/tmp", ".keras")  # Keras' own fallback when home is read-only
+    return Path(base) / "models"
+
+
+class _FileRequest(Exception):
+    def __init__(self, fname, origin):
+        super().__init__(fname)
+        self.fname, self.origin = fname, origin
+
+
+@contextlib.contextmanager
+def _intercept_get_file():
+    # keras.applications call file_utils.get_file(fname, origin, ...); intercepting it gives the
+    # exact file name Keras would download, without touching the network.
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+
+    def fake(fname=None, origin=None, *args, **kwargs):
+        raise _FileRequest(fname or os.path.basename(origin), origin)
+
+    file_utils.get_file = fake
+    try:
+        yield
+    finally:
+        file_utils.get_file = original
+
+
+def imagenet_weights_file(backbone, *, alpha=None, image_size=None) -> tuple[str, str]:
+    """The file name and URL Keras downloads for a backbone's ImageNet weights (no top).
+
+    Args:
+        backbone: Registry name.
+        alpha: Width multiplier (default: the family's default).
+        image_size: Input size (default: the backbone's default size); MobileNet v1/v2 pick the
+            weight file by size.
+
+    Returns:
+        `(file_name, url)`.
+
+    Example:
+        >>> imagenet_weights_file("resnet50")[0]
+        'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'
+    """
+    spec = backbone_info(backbone)
+    size = image_size or spec.default_size
+    try:
+        with _intercept_get_file():
+            _call_builder(spec, (size, size, 3), "imagenet", alpha)
+    except _FileRequest as request:
+        return request.fname, request.origin
+    raise RuntimeError(f"keras.applications.{spec.builder} did not request a weights file")
+
+
+def check_weights_arg(weights) -> None:
+    """Validates `weights` before anything is built.
+
+    Raises:
+        ValueError: Not None, "imagenet" or an existing weights file.
+    """
+    if weights is None or weights == "imagenet":
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            "weights must be None, 'imagenet' or a path to a weights file; "
+            f"Received: weights={weights!r}"
+        )
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(
+            f"Weights file not found; Received: weights={str(weights)!r}. "
+            "Pass None (random init), 'imagenet', or an existing .weights.h5/.h5 file."
+        )
+    if not str(path).endswith(_WEIGHT_SUFFIXES):
+        raise ValueError(
+            f"Weights file must end in {', '.join(_WEIGHT_SUFFIXES)}; Received: weights={str(weights)!r}"
+        )
+
+
+def _call_builder(spec: BackboneSpec, input_shape, weights, alpha, pooling=None, name=None):
+    kwargs = dict(spec.builder_kwargs)
+    if spec.alphas:
+        kwargs["alpha"] = validate_alpha(spec, alpha)
+    return spec.get_builder()(
+        include_top=False,
+        weights=weights,
+        input_shape=tuple(input_shape),
+        pooling=pooling,
+        name=name or spec.name,
+        **kwargs,
+    )
+
+
+def _metadata_path(path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def build_backbone(spec, input_shape, *, weights=None, alpha=None, pooling=None):
+    """Builds a headless keras.applications backbone and loads its weights.
+
+    Args:
+        spec: Registry name or `BackboneSpec`.
+        input_shape: `(size, size, 3)`.
+        weights: None, "imagenet" (Keras' download cache) or a path to a weights file.
+        alpha: Width multiplier for MobileNets.
+        pooling: None, "avg" or "max" (passed to keras.applications).
+
+    Returns:
+        A functional `keras.Model` named after the registry entry.
+
+    Raises:
+        WeightsUnavailableError: "imagenet" requested but neither downloadable nor cached.
+        ValueError: A weights file that does not fit this backbone.
+    """
+    spec = backbone_info(spec)
+    check_weights_arg(weights)
+    if weights == "imagenet":
+        try:
+            return _call_builder(spec, input_shape, "imagenet", alpha, pooling)
+        except Exception as exc:  # Keras raises a bare Exception("URL fetch failure ...")
+            if "fetch failure" not in str(exc).lower() and not isinstance(exc, OSError):
+                raise
+            fname, url = imagenet_weights_file(spec.name, alpha=alpha, image_size=input_shape[0])
+            cache = keras_cache_dir()
+            raise WeightsUnavailableError(
+                f"Could not download the ImageNet weights for {spec.name} ({exc}).\n"
+                f"  Needed file: {fname}\n  From: {url}\n  Keras cache folder: {cache}\n"
+                f"Two ways out: (1) copy {fname} into {cache} (run `recipes weights` to see what is "
+                "there), or (2) pass a local file: weights='/path/to/file.h5'."
+            ) from None
+    if weights is None:
+        return _call_builder(spec, input_shape, None, alpha, pooling)
+    meta_file = _metadata_path(weights)
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        want = {"backbone": spec.name, "alpha": validate_alpha(spec, alpha)}
+        got = {"backbone": meta.get("backbone"), "alpha": meta.get("alpha")}
+        if got != want:
+            raise ValueError(
+                f"Weights file {str(weights)!r} was saved from backbone={got['backbone']!r} "
+                f"alpha={got['alpha']!r}; it does not fit backbone={want['backbone']!r} "
+                f"alpha={want['alpha']!r}."
+            )
+    model = _call_builder(spec, input_shape, None, alpha, pooling)
+    try:
+        model.load_weights(str(weights))
+    except Exception as exc:
+        raise ValueError(
+            f"Weights file {str(weights)!r} does not fit backbone {spec.name!r} "
+            f"(alpha={validate_alpha(spec, alpha)!r}): {str(exc).splitlines()[0][:300]}"
+        ) from None
+    return model
+
+
+def find_backbone(model):
+    """Returns the backbone sub-model of a classifier built by `build_classifier`.
+
+    Raises:
+        ValueError: The model holds no registered backbone.
+    """
+    from .registry import list_backbones
+
+    names = set(list_backbones())
+    for layer in model.layers:
+        if layer.name in names and hasattr(layer, "layers"):
+            return layer
+    raise ValueError(
+        f"Model {model.name!r} holds no backbone from the registry; expected a nested model named "
+        "after a registry entry, as recipes.build_classifier makes."
+    )
+
+
+def save_backbone(model, path) -> Path:
+    """Writes the backbone weights of a trained classifier so `weights=path` can load them.
+
+    A JSON sidecar (`path + ".json"`) records the backbone and alpha, so loading the file into
+    another backbone fails with an error naming both.
+
+    Args:
+        model: A classifier from `build_classifier`/`train`, or a bare backbone model.
+        path: Destination; must end in `.weights.h5`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: Bad suffix, or the model holds no registered backbone.
+
+    Example:
+        >>> recipes.save_backbone(result.model, "digits_mobilenet.weights.h5")
+        >>> recipes.build_classifier("mobilenet", 5, weights="digits_mobilenet.weights.h5")
+    """
+    path = Path(path)
+    if not str(path).endswith(".weights.h5"):
+        raise ValueError(f"Backbone weights path must end in .weights.h5; Received: path={str(path)!r}")
+    backbone = model if model.name in _registry_names() else find_backbone(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backbone.save_weights(str(path))
+    spec = backbone_info(backbone.name)
+    _metadata_path(path).write_text(
+        json.dumps({"backbone": spec.name, "alpha": _alpha_of(backbone, spec)}, indent=2)
+    )
+    return path
+
+
+def _registry_names():
+    from .registry import list_backbones
+
+    return set(list_backbones())
+
+
+def _alpha_of(backbone, spec):
+    if not spec.alphas:
+        return None
+    # A saved model does not record alpha; the width multiplier fixes the parameter count.
+    n = backbone.count_params()
+    return next((a for a in spec.alphas if spec.count_params(a) == n), spec.default_alpha)
