@@ -113,8 +113,9 @@ def build_classifier(
         bn_momentum: Momentum for every backbone BatchNormalization layer. Default: 0.9 when
             training from scratch (`weights=None`) so moving statistics keep up on short runs,
             untouched for pretrained weights.
-        bn_inference: Call the backbone with `training=False`, keeping BatchNorm in inference
-            mode even when layers are unfrozen (default: True with pretrained weights).
+        bn_inference: Run the backbone in inference mode (`InferenceModeBackbone`): BatchNorm
+            keeps its moving statistics even when layers are unfrozen for fine-tuning (default:
+            True with pretrained weights, False from scratch).
         head_batchnorm: BatchNormalization after pooling (default False).
         regularize_backbone: Also apply `l1`/`l2` to the backbone's conv kernels (default False).
         drop_connect_rate: EfficientNet/EfficientNetV2 stochastic-depth rate (default: Keras' 0.2).
@@ -160,7 +161,7 @@ def build_classifier(
         from .augment import augmentation as make_augmentation
 
         augmentation = make_augmentation(augmentation)
-    from .layers import BackbonePreprocessing, ToRGB
+    from .layers import BackbonePreprocessing, InferenceModeBackbone, ToRGB
 
     net = build_backbone(
         spec, (*size, 3), weights=weights, alpha=alpha,
@@ -191,7 +192,7 @@ def build_classifier(
     x = BackbonePreprocessing(spec.preprocessing, name="preprocess")(x)
     if bn_inference is None:
         bn_inference = pretrained
-    x = net(x, training=False) if bn_inference else net(x)
+    x = InferenceModeBackbone(net, name="backbone")(x) if bn_inference else net(x)
     if pooling == "flatten":
         x = keras.layers.Flatten(name="flatten")(x)
     if head_batchnorm:

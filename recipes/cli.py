@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 def add_recipe_arguments(parser, *, training=True):
     """Adds the arguments shared by train, fine-tune and tune (all default to the Recipe's)."""
     g = parser.add_argument_group("model and data")
-    g.add_argument("--backbone", help="registry name (see `recipes list`); default: mobilenet")
+    g.add_argument("--backbone", help="registry name (see `recipes list`); default: mobilenet_v3_small")
     g.add_argument("--dataset", help="digits | a folder | idx:<folder> | tfds:<name>; default: digits")
     g.add_argument("--data-dir", help="tensorflow-datasets data folder (for tfds:<name>)")
     g.add_argument("--image-size", type=int, help="side the backbone sees")
@@ -139,7 +139,7 @@ def build_parser():
     p = sub.add_parser("list", help="the backbone table")
     p.add_argument("--params", action="store_true", help="also count parameters (slower)")
     p.set_defaults(func=_cmd_list)
-    p = sub.add_parser("train", help="train a classifier (bare: mobilenet on digits, offline)")
+    p = sub.add_parser("train", help="train a classifier (bare: mobilenet_v3_small on digits, offline)")
     add_recipe_arguments(p)
     p.set_defaults(func=_cmd_train)
     for module, function in _PLUGINS:

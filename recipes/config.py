@@ -11,7 +11,7 @@ from .registry import closest_matches
 __all__ = ["Recipe", "DEFAULT_BACKBONE"]
 
 #: The backbone bare `recipes train` uses (fast and accurate from scratch on small images).
-DEFAULT_BACKBONE = "mobilenet"
+DEFAULT_BACKBONE = "mobilenet_v3_small"
 
 # Fields of Recipe that go to build_classifier unchanged.
 _BUILD_FIELDS = (
@@ -73,8 +73,8 @@ class Recipe:
     momentum: float = 0.9
     schedule: str | None = "cosine"
     warmup_epochs: float = 1.0
-    epochs: int = 10
-    batch_size: int = 32
+    epochs: int = 12
+    batch_size: int = 64
     validation_split: float = 0.1
     test_split: float = 0.1
     seed: int = 0

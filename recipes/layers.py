@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["ToRGB", "BackbonePreprocessing"]
+__all__ = ["ToRGB", "BackbonePreprocessing", "InferenceModeBackbone"]
 
 # The constants keras.applications.imagenet_utils uses, so outputs match preprocess_input exactly.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -94,3 +94,39 @@ class BackbonePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="recipes")
+class InferenceModeBackbone(keras.layers.Layer):
+    """Runs a backbone with `training=False` always, so BatchNorm keeps its moving statistics.
+
+    Keras 3 functional models pass the outer `training` flag to every layer they call, overriding
+    a `training=False` written at graph-construction time, and `backbone.trainable = True` makes
+    BatchNorm layers trainable again. Wrapping the backbone makes inference-mode BatchNorm survive
+    both: its weights can still be unfrozen and trained (fine-tuning), its statistics never move.
+
+    Args:
+        backbone: The (built) backbone model.
+
+    Example:
+        >>> x = InferenceModeBackbone(keras.applications.MobileNet(weights=None, include_top=False))(x)
+    """
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def call(self, inputs, training=None):
+        return self.backbone(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.backbone.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": keras.saving.serialize_keras_object(self.backbone)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        return cls(backbone, **config)
