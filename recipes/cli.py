@@ -49,7 +49,7 @@ def add_recipe_arguments(parser, *, training=True):
     t.add_argument("--weight-decay", type=float)
     t.add_argument("--schedule",
                    help="step | exponential | time | power | cosine | linear | onecycle | constant")
-    t.add_argument("--warmup-epochs", type=float)
+    t.add_argument("--warmup-epochs", type=int)
     t.add_argument("--label-smoothing", type=float)
     t.add_argument("--mixup", type=float, help="MixUp Beta alpha (0: off)")
     t.add_argument("--cutmix", type=float, help="CutMix Beta alpha (0: off)")
@@ -122,7 +122,9 @@ def _cmd_train(args):
             recipe.dataset, batch_size=recipe.batch_size, validation_split=recipe.validation_split,
             test_split=recipe.test_split, seed=recipe.seed, data_dir=args.data_dir,
         )
-    result = train(recipe.backbone, data, recipe=recipe, out=out)
+    # A progress bar on a terminal; one line per epoch in logs (CI, nohup).
+    verbose = 1 if sys.stdout.isatty() else 2
+    result = train(recipe.backbone, data, recipe=recipe, out=out, verbose=verbose)
     acc = result.metrics.get("test_accuracy")
     acc_text = f"{acc:.4f}" if acc is not None else "n/a (no test split)"
     print(f"test accuracy: {acc_text}  run folder: {result.run_dir}")

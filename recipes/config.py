@@ -72,7 +72,7 @@ class Recipe:
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: str | None = "cosine"
-    warmup_epochs: float = 1.0
+    warmup_epochs: int = 1
     epochs: int = 12
     batch_size: int = 64
     validation_split: float = 0.1

@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+from callbacks import SCHEDULE_NAMES
+
 from .config import Recipe
 from .data import Data, describe_source, load_data
 from .registry import closest_matches
@@ -20,7 +22,7 @@ from .registry import closest_matches
 __all__ = ["Result", "train", "make_optimizer", "compile_classifier", "plot_curves", "OPTIMIZERS", "SCHEDULES"]
 
 #: LR schedule names `train(schedule=...)` accepts (built by `callbacks.make_schedule`).
-SCHEDULES = ("step", "exponential", "time", "power", "cosine", "linear", "onecycle", "constant")
+SCHEDULES = SCHEDULE_NAMES
 
 #: Optimizer names and their default learning rates.
 # Tuned for from-scratch training with warmup + cosine (the default recipe); fine-tuning passes
@@ -133,7 +135,7 @@ def _check(recipe: Recipe):
 
     num("epochs", 1, integer=True)
     num("batch_size", 1, integer=True)
-    num("warmup_epochs", 0)
+    num("warmup_epochs", 0, integer=True)
     num("label_smoothing", 0, 1)
     num("mixup", 0)
     num("cutmix", 0)
@@ -304,7 +306,7 @@ def train(
     start = time.time()
     history = model.fit(
         train_ds, validation_data=data.validation, epochs=recipe.epochs, callbacks=cbs,
-        verbose=verbose,
+        verbose=verbose, shuffle=False,  # the pipeline already reshuffles every epoch
     )
     seconds = time.time() - start
     if recipe.precise_bn and _has_training_bn(model):
