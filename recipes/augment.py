@@ -18,6 +18,7 @@ from keras import ops
 __all__ = [
     "PRESETS",
     "OPS",
+    "AugmentationPipeline",
     "PixelNoise",
     "augmentation",
     "apply_augmentation",
@@ -98,6 +99,34 @@ class PixelNoise(keras.layers.GaussianNoise):
 
     def get_config(self):
         return {**super().get_config(), "value_range": list(self.value_range)}
+
+
+@keras.saving.register_keras_serializable(package="recipes")
+class AugmentationPipeline(keras.layers.Pipeline):
+    """A `keras.layers.Pipeline` that only augments when called with `training=True`.
+
+    Keras' preprocessing layers (and `Pipeline`) default to `training=True`, and Keras 3 hands
+    a layer's resolved `training` value on to every layer called after it in the same model call.
+    A plain Pipeline inside a model therefore makes a bare `model(x)` run augmentation *and* the
+    backbone's Dropout/BatchNorm in training mode. Here an unspecified `training` means inference,
+    as for `Dropout`; `model.fit` and `apply_augmentation` pass `training=True` explicitly.
+
+    Args:
+        layers: The Keras layers to apply in order.
+        name: Layer name (default None: generated).
+
+    Returns:
+        A layer mapping images to images of the same shape (float, compute dtype).
+
+    Example:
+        >>> aug = AugmentationPipeline([keras.layers.RandomFlip("horizontal")])
+        >>> np.array_equal(aug(x), x)  # training=True would flip about half the images
+        True
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        # Pass False explicitly: sublayers would otherwise fall back to their own True default.
+        return super().call(inputs, training=False if training is None else training, mask=mask)
 
 
 def _check_value_range(value_range):
@@ -282,8 +311,9 @@ def augmentation(preset_or_list, *, flip=True, seed=None, value_range=(0, 255), 
         name: Name of the returned layer (default `"augmentation"`).
 
     Returns:
-        A `keras.layers.Pipeline` (identity when called with `training=False`; note that, like
-        every Keras preprocessing layer, a bare call defaults to `training=True`), or None for
+        An `AugmentationPipeline` (a registered `keras.layers.Pipeline` subclass) that augments
+        only when called with `training=True` (as `model.fit` and `apply_augmentation` do) and is
+        the identity otherwise, including a bare `layer(x)`/`model(x)` call; or None for
         `"none"`/None/an empty list or when nothing is left after `flip=False`.
 
     Raises:
@@ -309,7 +339,7 @@ def augmentation(preset_or_list, *, flip=True, seed=None, value_range=(0, 255), 
             layers.append(_make_layer(op, strength, value_range, None if seed is None else seed + i))
     if not layers:
         return None
-    return keras.layers.Pipeline(layers, name=name)
+    return AugmentationPipeline(layers, name=name)
 
 
 def apply_augmentation(dataset, layer, *, num_parallel_calls=None):

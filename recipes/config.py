@@ -40,7 +40,8 @@ class Recipe:
         mixup, cutmix, label_smoothing: Batch mixing alphas and label smoothing.
         optimizer, learning_rate, weight_decay, momentum: Optimizer settings (learning_rate None:
             the optimizer's default).
-        schedule, warmup_epochs: LR schedule name (see `callbacks.make_schedule`) and warmup.
+        schedule, warmup_epochs: LR schedule name (see `callbacks.make_schedule`) and linear
+            warmup epochs (capped at `epochs - 1`).
         epochs, batch_size, validation_split, test_split, seed: Training loop and data split.
         patience: Early-stopping patience in epochs (None: no early stopping).
         precise_bn: Recompute BatchNorm statistics after training (from-scratch runs).

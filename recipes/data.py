@@ -41,6 +41,17 @@ class Data:
     source: str = ""
     sizes: dict = dataclasses.field(default_factory=dict)
     batch_size: int = 32
+    make_train: object = dataclasses.field(default=None, repr=False)
+
+    def train_pipeline(self, seed=None):
+        """A fresh training pipeline whose shuffle order depends only on `seed`.
+
+        `train` reuses one dataset object, whose reshuffle state advances with every pass; runs
+        that must repeat exactly (same seed, same metrics) ask for a fresh one.
+        """
+        if self.make_train is None or seed is None:
+            return self.train
+        return self.make_train(seed)
 
     @property
     def num_classes(self) -> int:
@@ -335,7 +346,14 @@ def _make_data(parts, class_names, image_size, batch_size, seed, source):
         )
         for name in ("train", "validation", "test")
     }
+    def make_train(train_seed):
+        return _pipeline(
+            *parts["train"], image_size=image_size, batch_size=batch_size, shuffle=True,
+            seed=train_seed,
+        )
+
     return Data(
+        make_train=make_train,
         train=datasets["train"],
         validation=datasets["validation"],
         test=datasets["test"],

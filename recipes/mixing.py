@@ -439,7 +439,7 @@ def mixed_top_k_accuracy(y_true, y_pred, k=5):
 
 @keras.saving.register_keras_serializable(package="recipes")
 class MixedAccuracy(keras.metrics.MeanMetricWrapper):
-    """Accuracy for integer labels and soft/one-hot labels alike.
+    """Accuracy (or top-k accuracy) for integer labels and soft/one-hot labels alike.
 
     Soft labels count as their largest class (for a MixUp/CutMix label, the image that covers
     most of the mix), integer labels as they are.
@@ -447,25 +447,35 @@ class MixedAccuracy(keras.metrics.MeanMetricWrapper):
     Args:
         name: Metric name (default `"accuracy"`, so logs read `accuracy` / `val_accuracy`).
         dtype: Metric dtype (default None).
+        k: Count a hit when the label is among the `k` highest predictions (default 1: plain
+            accuracy). `MixedTopKAccuracy` is the same with `k=5` and name `"top5_accuracy"`.
 
     Returns:
         A Keras metric; `result()` is the running mean accuracy.
+
+    Raises:
+        ValueError: `k` not an int >= 1.
 
     Example:
         >>> m = MixedAccuracy(); m.update_state([[0.7, 0.3]], [[0.6, 0.4]]); float(m.result())
         1.0
     """
 
-    def __init__(self, name="accuracy", dtype=None):
-        super().__init__(fn=mixed_accuracy, name=name, dtype=dtype)
+    def __init__(self, name="accuracy", dtype=None, k=1):
+        k = _check_int("k", k, 1)
+        if k == 1:
+            super().__init__(fn=mixed_accuracy, name=name, dtype=dtype)
+        else:
+            super().__init__(fn=mixed_top_k_accuracy, name=name, dtype=dtype, k=k)
+        self.k = k
         self._direction = "up"
 
     def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
+        return {"name": self.name, "dtype": self.dtype, "k": self.k}
 
 
 @keras.saving.register_keras_serializable(package="recipes")
-class MixedTopKAccuracy(keras.metrics.MeanMetricWrapper):
+class MixedTopKAccuracy(MixedAccuracy):
     """Top-k accuracy for integer labels and soft/one-hot labels alike.
 
     Args:
@@ -484,13 +494,7 @@ class MixedTopKAccuracy(keras.metrics.MeanMetricWrapper):
     """
 
     def __init__(self, k=5, name="top5_accuracy", dtype=None):
-        k = _check_int("k", k, 1)
-        super().__init__(fn=mixed_top_k_accuracy, name=name, dtype=dtype, k=k)
-        self.k = k
-        self._direction = "up"
-
-    def get_config(self):
-        return {"k": self.k, "name": self.name, "dtype": self.dtype}
+        super().__init__(name=name, dtype=dtype, k=k)
 
 
 def mixing_setup(

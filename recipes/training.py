@@ -254,8 +254,10 @@ def train(
     """
     import keras
 
+    if model_or_backbone is None:
+        model_or_backbone = kwargs.pop("backbone", None) or (recipe or Recipe()).backbone
     recipe = _recipe_from(
-        model_or_backbone if model_or_backbone is not None else (recipe or Recipe()).backbone,
+        model_or_backbone,
         recipe,
         dict(kwargs, epochs=epochs, optimizer=optimizer, learning_rate=learning_rate,
              label_smoothing=label_smoothing, seed=seed),
@@ -269,7 +271,7 @@ def train(
             test_split=recipe.test_split, seed=recipe.seed,
         )
     recipe = recipe.replace(dataset=data.source or describe_source(data))
-    if isinstance(model_or_backbone, str) or model_or_backbone is None:
+    if isinstance(model_or_backbone, str):
         recipe = recipe.replace(image_size=_default_image_size(recipe, data.input_shape))
     run_dir = Path(out) if out is not None else None
     if strategy is None:
@@ -291,7 +293,9 @@ def train(
         lr = recipe.learning_rate or OPTIMIZERS[recipe.optimizer]
         schedule = make_schedule(
             recipe.schedule or "constant", lr, epochs=recipe.epochs,
-            steps_per_epoch=data.steps_per_epoch, warmup_epochs=recipe.warmup_epochs,
+            steps_per_epoch=data.steps_per_epoch,
+            # The default 1-epoch warmup must not forbid a 1-epoch run: warmup leaves >= 1 epoch.
+            warmup_epochs=min(recipe.warmup_epochs, recipe.epochs - 1),
         )
         opt = make_optimizer(
             recipe.optimizer, schedule, weight_decay=recipe.weight_decay, momentum=recipe.momentum
@@ -312,7 +316,9 @@ def train(
     if recipe.precise_bn and _has_training_bn(model):
         from callbacks import recompute_bn_statistics
 
-        recompute_bn_statistics(model, data.train, num_batches=min(50, data.steps_per_epoch))
+        recompute_bn_statistics(
+            model, data.train_pipeline(recipe.seed), num_batches=min(50, data.steps_per_epoch)
+        )
     metrics = {"epochs": len(history.epoch), "train_seconds": round(seconds, 1)}
     if data.test is not None:
         scores = model.evaluate(data.test, return_dict=True, verbose=0)
@@ -356,7 +362,7 @@ def _has_training_bn(model):
 
 
 def _train_pipeline(data: Data, recipe: Recipe, model):
-    ds = data.train
+    ds = data.train_pipeline(recipe.seed)
     if recipe.augmentation and recipe.augment_placement == "data":
         from .augment import apply_augmentation, augmentation
 
@@ -375,7 +381,8 @@ def _run_callbacks(recipe: Recipe, run_dir: Path | None):
 
     import callbacks as cb
 
-    out = [cb.terminate_on_nan()]
+    # The LR logger runs before CSVLogger so history.csv records the rate each epoch used.
+    out = [cb.LearningRateLogger(), cb.terminate_on_nan()]
     if recipe.patience:
         out.append(cb.early_stopping(patience=recipe.patience))
     if run_dir is not None:

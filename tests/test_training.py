@@ -1,0 +1,139 @@
+"""train: real (short) training, run folders, determinism, resume, strategies, bad input."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import recipes
+
+TINY = dict(backbone="mobilenet", alpha=0.25, image_size=32, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def small_data(digits_small):
+    return recipes.load_data(digits_small, batch_size=32, seed=0)
+
+
+def test_short_digits_training_is_well_above_chance_in_inference_mode():
+    data = recipes.load_data("digits", batch_size=64)
+    result = recipes.train("mobilenet_v3_small", data, epochs=3, image_size=32, verbose=0)
+    # evaluate() runs BatchNorm in inference mode: the gap the defaults must close.
+    assert result.metrics["test_accuracy"] > 0.7
+    assert {"precision", "recall", "top5_accuracy", "learning_rate"} <= set(result.history)
+    assert result.metrics["epochs"] == 3
+
+
+def test_run_folder_has_everything_to_redo_the_run(tmp_path, small_data):
+    out = tmp_path / "run"
+    result = recipes.train(data=small_data, epochs=2, out=out, **TINY)
+    for name in ("model.keras", "recipe.json", "history.csv", "metrics.json", "curves.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "backup").exists()  # removed once the run finished
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"test_accuracy", "test_loss"} <= set(metrics)
+    recipe = recipes.Recipe.load(out / "recipe.json")
+    assert recipe.backbone == "mobilenet" and recipe.alpha == 0.25 and recipe.epochs == 2
+    reloaded = keras.models.load_model(out / "model.keras")
+    x = next(iter(small_data.test))[0]
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), result.model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    # the learning rate actually used, per epoch
+    assert len(result.history["learning_rate"]) == 2
+
+
+def test_same_seed_same_metrics(small_data):
+    a = recipes.train(data=small_data, epochs=1, seed=7, **TINY).metrics
+    b = recipes.train(data=small_data, epochs=1, seed=7, **TINY).metrics
+    assert a["test_loss"] == b["test_loss"] and a["test_accuracy"] == b["test_accuracy"]
+
+
+class _Kill(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt("simulated kill")
+
+
+class _Seen(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_killed_run_resumes_from_last_finished_epoch(tmp_path, small_data):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        recipes.train(data=small_data, epochs=4, out=out, callbacks=[_Kill(1)], **TINY)
+    assert (out / "backup").is_dir()
+    seen = _Seen()
+    result = recipes.train(data=small_data, epochs=4, out=out, callbacks=[seen], **TINY)
+    assert seen.epochs == [2, 3]  # epochs 0 and 1 finished before the kill
+    assert len(result.history["loss"]) == 4  # one history across both processes
+    assert result.metrics["epochs"] == 4
+
+
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    script = textwrap.dedent(
+        """
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import recipes
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        x = (d.images[:256] * 255 / 16).astype("uint8"); y = d.target[:256]
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        result = recipes.train("mobilenet", (x, y), epochs=1, alpha=0.25, image_size=32,
+                               batch_size=32, strategy=strategy, verbose=0)
+        assert strategy.num_replicas_in_sync == 2
+        print("OK", result.metrics["test_accuracy"])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OK" in proc.stdout
+
+
+def test_train_accepts_a_built_model(small_data):
+    model = recipes.build_classifier("mobilenet", 10, image_size=32, alpha=0.25, input_shape=(8, 8, 1))
+    result = recipes.train(model, small_data, epochs=1, verbose=0)
+    assert result.model is model and result.recipe.backbone == "mobilenet"
+    with pytest.raises(ValueError, match="only apply when training from a backbone name"):
+        recipes.train(model, small_data, epochs=1, dropout=0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(epochs=0), "epochs must be an int >= 1; Received: epochs=0"),
+        (dict(epochs=1.5), "epochs must be an int"),
+        (dict(optimizer="adamm"), "Unknown optimizer; Received: optimizer='adamm'. Did you mean: adam"),
+        (dict(schedule="cosin"), "Unknown schedule; Received: schedule='cosin'. Did you mean: cosine"),
+        (dict(label_smoothing=1.0), "label_smoothing must be a number in"),
+        (dict(learning_rate=-1.0), "learning_rate must be a number"),
+        (dict(dropuot=0.2), "Unknown recipe field; Received: 'dropuot'. Did you mean: dropout"),
+        (dict(augment_placement="gpu"), "augment_placement must be 'model' or 'data'"),
+    ],
+)
+def test_bad_arguments_fail_before_building(kwargs, message, small_data, monkeypatch):
+    monkeypatch.setattr(recipes.builder, "build_classifier", lambda *a, **k: pytest.fail("built"))
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        recipes.train("mobilenet", small_data, **kwargs)
+
+
+def test_unknown_backbone_in_train_lists_matches(small_data):
+    with pytest.raises(ValueError, match="Did you mean: mobilenet"):
+        recipes.train("mobilnet", small_data, epochs=1)
