@@ -14,6 +14,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from .builder import POOLINGS, build_classifier  # noqa: E402
 from .config import DEFAULT_BACKBONE, Recipe  # noqa: E402
 from .data import DEFAULT_DATASET, Data, load_data  # noqa: E402
+from .ensemble import ensemble  # noqa: E402
 from .layers import BackbonePreprocessing, ToRGB  # noqa: E402
 from .metrics import MacroPrecision, MacroRecall  # noqa: E402
 from .registry import BackboneSpec, backbone_info, list_backbones  # noqa: E402
@@ -45,6 +46,7 @@ __all__ = [
     "WeightsUnavailableError",
     "backbone_info",
     "build_classifier",
+    "ensemble",
     "find_backbone",
     "imagenet_weights_file",
     "keras_cache_dir",

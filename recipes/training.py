@@ -119,7 +119,7 @@ def compile_classifier(model, num_classes, *, optimizer, label_smoothing=0.0, mi
     return model
 
 
-def _check(recipe: Recipe):
+def _check(recipe: Recipe, *, from_name=True):
     """Validates the recipe before anything is built."""
     def num(name, lo=0.0, hi=None, allow_none=False, integer=False):
         v = getattr(recipe, name)
@@ -133,6 +133,10 @@ def _check(recipe: Recipe):
             bound = f" in [{lo}, {hi})" if hi is not None else f" >= {lo}"
             raise ValueError(f"{name} must be {kind}{bound}; Received: {name}={v!r}")
 
+    from .registry import backbone_info
+
+    if from_name:
+        backbone_info(recipe.backbone)  # unknown names fail here, before any data is loaded
     num("epochs", 1, integer=True)
     num("batch_size", 1, integer=True)
     num("warmup_epochs", 0, integer=True)
@@ -262,7 +266,7 @@ def train(
         dict(kwargs, epochs=epochs, optimizer=optimizer, learning_rate=learning_rate,
              label_smoothing=label_smoothing, seed=seed),
     )
-    _check(recipe)
+    _check(recipe, from_name=isinstance(model_or_backbone, str))
     if data is None:
         data = recipe.dataset
     if not isinstance(data, Data):
@@ -307,6 +311,11 @@ def train(
         )
     train_ds = _train_pipeline(data, recipe, model)
     cbs = list(callbacks) + _run_callbacks(recipe, run_dir)
+    if recipe.schedule == "onecycle" and recipe.optimizer != "adagrad":
+        from callbacks import OneCycle
+
+        # The schedule drives the LR; this callback cycles momentum inversely (fastai).
+        cbs.append(OneCycle(lr, recipe.epochs, steps_per_epoch=data.steps_per_epoch))
     start = time.time()
     history = model.fit(
         train_ds, validation_data=data.validation, epochs=recipe.epochs, callbacks=cbs,

@@ -1,0 +1,72 @@
+"""Training callbacks and learning-rate schedules for keras-recipes (pure Keras 3).
+
+* LR decay callbacks with warmup (``StepDecay``, ``ExponentialDecay``, ...),
+  each also available as an optimizer schedule via ``.as_schedule``;
+  ``make_schedule`` builds one by name; ``Warmup`` wraps any Keras schedule.
+* ``OneCycle`` / ``OneCycleSchedule`` (fastai one-cycle with inverse momentum).
+* ``find_lr`` / ``LRFinder`` (LR range test).
+* Presets over Keras' EarlyStopping, ModelCheckpoint, BackupAndRestore,
+  TerminateOnNaN (``default_callbacks``).
+* ``PreciseBN`` / ``recompute_bn_statistics``, ``GradualUnfreeze``,
+  ``Throughput``, ``LearningRateLogger``, ``plot_schedule``.
+"""
+
+from callbacks.lr_finder import LRFinder, LRFinderResult, find_lr
+from callbacks.one_cycle import OneCycle, OneCycleSchedule
+from callbacks.plotting import plot_schedule
+from callbacks.precise_bn import PreciseBN, recompute_bn_statistics
+from callbacks.presets import (
+    backup,
+    checkpoint,
+    default_callbacks,
+    early_stopping,
+    terminate_on_nan,
+)
+from callbacks.schedules import (
+    SCHEDULE_NAMES,
+    ConstantLR,
+    CosineDecay,
+    CosineRestarts,
+    ExponentialDecay,
+    LearningRateLogger,
+    LinearDecay,
+    PowerDecay,
+    ScheduleCallback,
+    StepDecay,
+    TimeBasedDecay,
+    make_schedule,
+)
+from callbacks.throughput import Throughput
+from callbacks.unfreeze import GradualUnfreeze
+from callbacks.warmup import Warmup
+
+__all__ = [
+    "SCHEDULE_NAMES",
+    "ConstantLR",
+    "CosineDecay",
+    "CosineRestarts",
+    "ExponentialDecay",
+    "GradualUnfreeze",
+    "LRFinder",
+    "LRFinderResult",
+    "LearningRateLogger",
+    "LinearDecay",
+    "OneCycle",
+    "OneCycleSchedule",
+    "PowerDecay",
+    "PreciseBN",
+    "ScheduleCallback",
+    "StepDecay",
+    "Throughput",
+    "TimeBasedDecay",
+    "Warmup",
+    "backup",
+    "checkpoint",
+    "default_callbacks",
+    "early_stopping",
+    "find_lr",
+    "make_schedule",
+    "plot_schedule",
+    "recompute_bn_statistics",
+    "terminate_on_nan",
+]
