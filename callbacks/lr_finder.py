@@ -178,6 +178,9 @@ class LRFinder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         model = self.model
         optimizer = model.optimizer
+        if not optimizer.built:
+            # Build the slots now so the snapshot covers every variable the test run will touch.
+            optimizer.build(model.trainable_variables)
         self._weights = [keras.ops.convert_to_numpy(v) for v in model.weights]
         self._optimizer_state = [keras.ops.convert_to_numpy(v) for v in optimizer.variables]
         self._swapped_schedule = None

@@ -15,7 +15,8 @@ from .builder import POOLINGS, build_classifier  # noqa: E402
 from .config import DEFAULT_BACKBONE, Recipe  # noqa: E402
 from .data import DEFAULT_DATASET, Data, load_data  # noqa: E402
 from .ensemble import ensemble  # noqa: E402
-from .layers import BackbonePreprocessing, ToRGB  # noqa: E402
+from .layers import BackbonePreprocessing, InferenceModeBackbone, ToRGB  # noqa: E402
+from .lr_find import find_lr  # noqa: E402
 from .metrics import MacroPrecision, MacroRecall  # noqa: E402
 from .registry import BackboneSpec, backbone_info, list_backbones  # noqa: E402
 from .training import OPTIMIZERS, SCHEDULES, Result, make_optimizer, plot_curves, train  # noqa: E402
@@ -34,6 +35,7 @@ __all__ = [
     "BackboneSpec",
     "DEFAULT_BACKBONE",
     "DEFAULT_DATASET",
+    "InferenceModeBackbone",
     "Data",
     "MacroPrecision",
     "MacroRecall",
@@ -48,6 +50,7 @@ __all__ = [
     "build_classifier",
     "ensemble",
     "find_backbone",
+    "find_lr",
     "imagenet_weights_file",
     "keras_cache_dir",
     "list_backbones",

@@ -14,7 +14,7 @@ _PLUGINS = (
     ("recipes.preview", "add_preview_parser"),
     ("recipes.finetune_cli", "add_fine_tune_parser"),
     ("recipes.finetune_cli", "add_weights_parser"),
-    ("recipes.lr_find_cli", "add_find_lr_parser"),
+    ("recipes.lr_find", "add_find_lr_parser"),
     ("recipes.tuning_cli", "add_tune_parser"),
     ("recipes.bench", "add_bench_parser"),
 )
