@@ -58,8 +58,8 @@ class _Kill(keras.callbacks.Callback):
         super().__init__()
         self.at_epoch = at_epoch
 
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.at_epoch:
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:  # every epoch-end hook (the backup too) ran for earlier epochs
             raise KeyboardInterrupt("simulated kill")
 
 
@@ -75,7 +75,7 @@ class _Seen(keras.callbacks.Callback):
 def test_killed_run_resumes_from_last_finished_epoch(tmp_path, small_data):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        recipes.train(data=small_data, epochs=4, out=out, callbacks=[_Kill(1)], **TINY)
+        recipes.train(data=small_data, epochs=4, out=out, callbacks=[_Kill(2)], **TINY)
     assert (out / "backup").is_dir()
     seen = _Seen()
     result = recipes.train(data=small_data, epochs=4, out=out, callbacks=[seen], **TINY)
