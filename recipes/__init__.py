@@ -11,6 +11,10 @@ import os as _os
 # TensorFlow's C++ start-up chatter drowns the CLI's output; users can still override it.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Imported for their registered Keras objects: a fresh process can then load_model() any saved
+# model (augmentation layers, smoothed loss, mixed metrics) without custom_objects.
+from . import augment, mixing  # noqa: E402, F401
+from .augment import apply_augmentation, augmentation  # noqa: E402
 from .builder import POOLINGS, build_classifier  # noqa: E402
 from .config import DEFAULT_BACKBONE, Recipe  # noqa: E402
 from .data import DEFAULT_DATASET, Data, load_data  # noqa: E402
@@ -18,6 +22,7 @@ from .ensemble import ensemble  # noqa: E402
 from .layers import BackbonePreprocessing, InferenceModeBackbone, ToRGB  # noqa: E402
 from .lr_find import find_lr  # noqa: E402
 from .metrics import MacroPrecision, MacroRecall  # noqa: E402
+from .mixing import MixedAccuracy, SmoothedCrossentropy, mix_batches  # noqa: E402
 from .registry import BackboneSpec, backbone_info, list_backbones  # noqa: E402
 from .training import OPTIMIZERS, SCHEDULES, Result, make_optimizer, plot_curves, train  # noqa: E402
 from .weights import (  # noqa: E402
@@ -39,13 +44,17 @@ __all__ = [
     "Data",
     "MacroPrecision",
     "MacroRecall",
+    "MixedAccuracy",
     "OPTIMIZERS",
     "POOLINGS",
     "Recipe",
     "Result",
     "SCHEDULES",
+    "SmoothedCrossentropy",
     "ToRGB",
     "WeightsUnavailableError",
+    "apply_augmentation",
+    "augmentation",
     "backbone_info",
     "build_classifier",
     "ensemble",
@@ -56,6 +65,7 @@ __all__ = [
     "list_backbones",
     "load_data",
     "make_optimizer",
+    "mix_batches",
     "plot_curves",
     "save_backbone",
     "train",

@@ -1,10 +1,10 @@
 """Image augmentation from a preset or a list of named Keras layers, for raw 0-255 pixels.
 
-`augmentation("medium")` returns a `keras.layers.Pipeline` of Keras' own preprocessing layers. It
-is the identity at inference (`training=False`, e.g. `model.predict`) and random in training. Put
-it inside the model (`build_classifier(..., augmentation="medium")`, the default placement) or in
-the tf.data pipeline (`apply_augmentation(dataset, layer)`, faster on CPU because it runs in
-parallel with the training step).
+`augmentation("medium")` returns an `AugmentationPipeline` (a `keras.layers.Pipeline`) of Keras'
+own preprocessing layers. It is random only when called with `training=True` (`model.fit`) and the
+identity otherwise (`model.predict`, a bare `model(x)`). Put it inside the model
+(`build_classifier(..., augmentation="medium")`, the default placement) or in the tf.data pipeline
+(`apply_augmentation(dataset, layer)`, faster on CPU because it runs in parallel with training).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ OPS = {
              "horizontal_and_vertical, e.g. 'flip:vertical'"),
     "rotation": (0.1, 0.5, "RandomRotation(factor): +-factor of a full turn (0.1 = +-36 deg)"),
     "zoom": (0.1, 0.9, "RandomZoom(factor): zoom in or out by up to factor"),
-    "translation": (0.1, 0.9, "RandomTranslation(factor, factor): shift by up to factor of the side"),
+    "translation": (0.1, 0.9, "RandomTranslation(factor, factor): shift by up to factor of a side"),
     "brightness": (0.2, 1.0, "RandomBrightness(factor): add up to +-factor of the value range"),
     "contrast": (0.2, 1.0, "RandomContrast(factor): scale contrast by 1 +- factor"),
     "noise": (0.02, 1.0, "PixelNoise(stddev): Gaussian noise, stddev as a fraction of the value "
@@ -74,7 +74,7 @@ class PixelNoise(keras.layers.GaussianNoise):
         seed: Optional int seed.
 
     Returns:
-        A layer returning `inputs + N(0, (stddev * (high - low))^2)` in training, `inputs` otherwise.
+        A layer returning `inputs + N(0, (stddev * (high - low))^2)` in training, else `inputs`.
 
     Raises:
         ValueError: `stddev` outside [0, 1] or a malformed `value_range`.
@@ -266,7 +266,9 @@ def _make_layer(name, strength, value_range, seed):
     raise AssertionError(name)  # parse_augmentation only lets OPS names through
 
 
-def augmentation(preset_or_list, *, flip=True, seed=None, value_range=(0, 255), name="augmentation"):
+def augmentation(
+    preset_or_list, *, flip=True, seed=None, value_range=(0, 255), name="augmentation"
+):
     """Builds an augmentation layer from a preset or a list of named Keras layers.
 
     Presets (applied in this order; strengths as in the list syntax below):
@@ -280,21 +282,26 @@ def augmentation(preset_or_list, *, flip=True, seed=None, value_range=(0, 255), 
     |               | contrast 0.3, noise 0.03, erasing 0.5                               |
     | `randaugment` | flip, RandAugment (2 ops, factor 0.5)                               |
 
-    List items are `"name"` or `"name:strength"` (default strength in brackets):
+    List items are `"name"` or `"name:strength"`:
 
-    | name            | Keras layer and meaning of the strength                                |
-    |-----------------|-------------------------------------------------------------------------|
-    | `flip`          | RandomFlip, horizontal; `flip:vertical`, `flip:horizontal_and_vertical` |
-    | `rotation` [0.1]| RandomRotation: +-strength of a full turn (0.1 = +-36 degrees)          |
-    | `zoom` [0.1]    | RandomZoom: in or out by up to strength                                 |
-    | `translation`   | RandomTranslation [0.1]: shift by up to strength of height/width        |
-    | `brightness`    | RandomBrightness [0.2]: add up to +-strength of the value range         |
-    | `contrast` [0.2]| RandomContrast: contrast factor in 1 +- strength                        |
-    | `noise` [0.02]  | PixelNoise: Gaussian, stddev = strength x (high - low) of `value_range`, |
-    |                 | so 0.05 on 0-255 pixels is 12.75 (the output is not clipped)            |
-    | `erasing` [0.25]| RandomErasing: erase a patch, per-image probability in [0, strength]    |
-    | `randaugment`   | RandAugment [0.5]: 2 random ops per image at magnitude strength         |
-    | `augmix` [0.3]  | AugMix: mixes augmentation chains at magnitude strength                 |
+    | name          | default | Keras layer: what the strength means                             |
+    |---------------|---------|------------------------------------------------------------------|
+    | `flip`        | -       | RandomFlip("horizontal"); also `flip:vertical`,                  |
+    |               |         | `flip:horizontal_and_vertical`                                   |
+    | `rotation`    | 0.1     | RandomRotation: +-strength of a full turn (0.1 = +-36 degrees)   |
+    | `zoom`        | 0.1     | RandomZoom: zoom in or out by up to strength                     |
+    | `translation` | 0.1     | RandomTranslation: shift by up to strength of height and width   |
+    | `brightness`  | 0.2     | RandomBrightness: add up to +-strength x (high - low)            |
+    | `contrast`    | 0.2     | RandomContrast: contrast factor in [1 - strength, 1 + strength]  |
+    | `noise`       | 0.02    | PixelNoise: Gaussian, stddev = strength x (high - low) of        |
+    |               |         | `value_range`: 0.05 on 0-255 pixels is 12.75 (not clipped)       |
+    | `erasing`     | 0.25    | RandomErasing: erase a patch; per-image probability drawn from   |
+    |               |         | [0, strength]                                                    |
+    | `randaugment` | 0.5     | RandAugment(num_ops=2): magnitude factor                         |
+    | `augmix`      | 0.3     | AugMix: magnitude factor of its operations                       |
+
+    Presets `light`, `medium`, `heavy` may also appear as list items (they expand in place); in a
+    list, `randaugment` is the single layer, without the preset's flip.
 
     Args:
         preset_or_list: A preset name, `"none"`/None, a comma-separated string
@@ -336,7 +343,8 @@ def augmentation(preset_or_list, *, flip=True, seed=None, value_range=(0, 255), 
         if isinstance(op, keras.layers.Layer):
             layers.append(op)
         else:
-            layers.append(_make_layer(op, strength, value_range, None if seed is None else seed + i))
+            layer_seed = None if seed is None else seed + i
+            layers.append(_make_layer(op, strength, value_range, layer_seed))
     if not layers:
         return None
     return AugmentationPipeline(layers, name=name)

@@ -118,7 +118,9 @@ def build_classifier(
             True with pretrained weights, False from scratch).
         head_batchnorm: BatchNormalization after pooling (default False).
         regularize_backbone: Also apply `l1`/`l2` to the backbone's conv kernels (default False).
-        drop_connect_rate: EfficientNet/EfficientNetV2 stochastic-depth rate (default: Keras' 0.2).
+        drop_connect_rate: EfficientNet/EfficientNetV2 stochastic-depth rate of the deepest block,
+            shallower blocks scaled linearly (default: Keras' own schedule, whose base rate 0.2
+            leaves the last block slightly below 0.2).
 
     Returns:
         An uncompiled `keras.Model` mapping raw images to class probabilities.
@@ -161,7 +163,7 @@ def build_classifier(
         from .augment import augmentation as make_augmentation
 
         augmentation = make_augmentation(augmentation)
-    from .layers import BackbonePreprocessing, InferenceModeBackbone, ToRGB
+    from .layers import BackbonePreprocessing, InferenceModeBackbone, Resize, ToRGB
 
     net = build_backbone(
         spec, (*size, 3), weights=weights, alpha=alpha,
@@ -174,11 +176,8 @@ def build_classifier(
     for layer in net.layers:
         if bn_momentum is not None and isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = bn_momentum
-        if regularize_backbone and regularizer is not None and getattr(layer, "kernel", None) is not None:
-            # The layers are already built: the penalty lives on the variable (what Layer.losses
-            # reads); the attribute keeps it in the config so a reloaded model has it too.
-            layer.kernel_regularizer = regularizer
-            layer.kernel.regularizer = regularizer
+        if regularize_backbone and regularizer is not None:
+            _regularize(layer, regularizer)
     if drop_connect_rate is not None:
         _set_drop_connect(net, drop_connect_rate)
     net.trainable = bool(trainable_backbone)
@@ -186,7 +185,7 @@ def build_classifier(
     inputs = keras.Input(shape=input_shape, dtype="float32", name="image")
     x = ToRGB(name="to_rgb")(inputs)
     if tuple(input_shape[:2]) != size:
-        x = keras.layers.Resizing(*size, name="resize")(x)
+        x = Resize(*size, name="resize")(x)
     if augmentation is not None:
         x = augmentation(x)
     x = BackbonePreprocessing(spec.preprocessing, name="preprocess")(x)
@@ -206,6 +205,27 @@ def build_classifier(
     x = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=name or f"{spec.name}_classifier")
+
+
+def _regularize(layer, regularizer):
+    import keras
+
+    # (kernel variable, config attribute) per conv type: DepthwiseConv2D keeps its kernel in
+    # `kernel` but saves the penalty as `depthwise_regularizer`; SeparableConv2D has two kernels.
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        pairs = (("depthwise_kernel", "depthwise_regularizer"), ("pointwise_kernel", "pointwise_regularizer"))
+    elif isinstance(layer, keras.layers.DepthwiseConv2D):
+        pairs = (("kernel", "depthwise_regularizer"),)
+    else:
+        pairs = (("kernel", "kernel_regularizer"),)
+    for variable_name, attribute in pairs:
+        variable = getattr(layer, variable_name, None)
+        if variable is None or not hasattr(layer, attribute):
+            continue
+        # The layer is already built: the penalty lives on the variable (what Layer.losses reads);
+        # the attribute keeps it in the config so a reloaded model has it too.
+        setattr(layer, attribute, regularizer)
+        variable.regularizer = regularizer
 
 
 def _set_drop_connect(net, rate):

@@ -39,6 +39,8 @@ def add_recipe_arguments(parser, *, training=True):
     g.add_argument("--augment", dest="augmentation",
                    help="light | medium | heavy | randaugment | 'rotation:0.1,zoom:0.2'")
     g.add_argument("--augment-placement", choices=("model", "data"))
+    g.add_argument("--no-flip", dest="flip", action="store_const", const=False,
+                   help="no flips in augmentation (digits, text)")
     if not training:
         return parser
     t = parser.add_argument_group("training")
@@ -62,7 +64,7 @@ def add_recipe_arguments(parser, *, training=True):
 
 _ARG_TO_FIELD = (
     "backbone", "dataset", "image_size", "alpha", "weights", "dropout", "l2", "augmentation",
-    "augment_placement", "epochs", "batch_size", "learning_rate", "optimizer", "weight_decay",
+    "augment_placement", "flip", "epochs", "batch_size", "learning_rate", "optimizer", "weight_decay",
     "schedule", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "patience", "seed",
 )
 

@@ -36,7 +36,8 @@ class Recipe:
         weights: None, "imagenet" or a weights file.
         pooling, dropout, dense_units, l1, l2, head_batchnorm, regularize_backbone,
         drop_connect_rate, bn_momentum: Passed to `build_classifier`.
-        augmentation: Preset, list or None; `augment_placement` "model" or "data".
+        augmentation: Preset, list or None; `augment_placement` "model" or "data"; `flip` False
+            drops flips (digits, text: a mirror image is another class).
         mixup, cutmix, label_smoothing: Batch mixing alphas and label smoothing.
         optimizer, learning_rate, weight_decay, momentum: Optimizer settings (learning_rate None:
             the optimizer's default).
@@ -65,6 +66,7 @@ class Recipe:
     bn_momentum: float | None = None
     augmentation: object = None
     augment_placement: str = "model"
+    flip: bool = True
     mixup: float = 0.0
     cutmix: float = 0.0
     label_smoothing: float = 0.0

@@ -177,7 +177,7 @@ def _select(backbone, policy):
         if value not in blocks:
             hint = closest_matches(value, blocks)
             extra = ""
-            if value.isdigit() and not hint:
+            if value.isdigit():
                 extra = f" For the top {value} layers write 'top:{value}'."
             raise ValueError(
                 f"Unknown block {value!r} for {spec.name}; Received: unfreeze={policy!r}."
@@ -709,6 +709,12 @@ def fine_tune(
         )
     backbone = _backbone_of(model)
     selected = _select(backbone, recipe.unfreeze)
+    if recipe.layer_lr_decay is not None and "float16" in str(getattr(model.dtype_policy, "name", "")):
+        raise ValueError(
+            "layer_lr_decay is not supported with float16 mixed precision (Keras wraps the "
+            "optimizer in a LossScaleOptimizer, which MultiOptimizer cannot hold); use "
+            "bfloat16 or float32, or drop layer_lr_decay."
+        )
     if recipe.gradual and not selected:
         raise ValueError(
             f"gradual=True needs an unfreeze policy that selects layers; Received: unfreeze={recipe.unfreeze!r}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["ToRGB", "BackbonePreprocessing", "InferenceModeBackbone"]
+__all__ = ["ToRGB", "Resize", "BackbonePreprocessing", "InferenceModeBackbone"]
 
 # The constants keras.applications.imagenet_utils uses, so outputs match preprocess_input exactly.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -130,3 +130,17 @@ class InferenceModeBackbone(keras.layers.Layer):
         config = dict(config)
         backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
         return cls(backbone, **config)
+
+
+@keras.saving.register_keras_serializable(package="recipes")
+class Resize(keras.layers.Resizing):
+    """`keras.layers.Resizing` without a `training` argument.
+
+    Keras' preprocessing layers default to `training=True`, and a functional model hands the first
+    layer's resolved flag to every later one: a bare `model(x)` on small inputs would then run
+    augmentation, Dropout and BatchNorm in training mode. Without the argument the flag stays
+    unset and later layers default to inference, as with `predict`.
+    """
+
+    def call(self, inputs):
+        return super().call(inputs)

@@ -10,6 +10,8 @@ Keras' own `MixUp`/`CutMix` layers want dict inputs and one-hot labels, and
 - `MixedAccuracy` / `MixedTopKAccuracy` likewise take both label kinds.
 - `MixingSchedule` + `StopMixing` switch mixing off for the last epochs.
 - `mixing_setup(...)` returns the `(loss, metrics, dataset_transform)` a trainer needs.
+- `exclude_from_weight_decay(optimizer)` keeps decoupled weight decay off biases and
+  normalization scales/offsets.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ __all__ = [
     "MixedAccuracy",
     "MixedTopKAccuracy",
     "mixing_setup",
+    "NO_DECAY_NAMES",
+    "exclude_from_weight_decay",
 ]
+
+#: Variable names that decoupled weight decay should leave alone: biases and the scale/offset of
+#: BatchNormalization/LayerNormalization (decaying them only fights the normalization).
+NO_DECAY_NAMES = ("bias", "gamma", "beta")
 
 
 def _check_number(name, value, low=0.0, high=None):
@@ -537,3 +545,52 @@ def mixing_setup(
     if num_classes > 5:
         metrics.append(MixedTopKAccuracy(5, name="top5_accuracy"))
     return loss, metrics, transform
+
+
+def exclude_from_weight_decay(optimizer, names=NO_DECAY_NAMES):
+    """Turns decoupled weight decay off for biases and normalization scales/offsets.
+
+    Keras decays every trainable variable by default; common practice (timm, BERT) decays only
+    kernels. Matching is on the exact variable name (`bias`, `gamma`, `beta`), which Keras 3 gives
+    every Dense/Conv bias and every BatchNormalization/LayerNormalization scale and offset. The
+    setting is not part of the optimizer's saved config: call this again on a fresh optimizer
+    after reloading a model.
+
+    Args:
+        optimizer: A `keras.optimizers.Optimizer` that is not built yet (before `fit`).
+        names: Exact variable names to exclude (default `NO_DECAY_NAMES`).
+
+    Returns:
+        The same optimizer, for chaining.
+
+    Raises:
+        ValueError: `optimizer` is not a Keras optimizer, is already built, or `names` is not a
+            list of strings.
+
+    Example:
+        >>> opt = exclude_from_weight_decay(keras.optimizers.AdamW(1e-3, weight_decay=0.05))
+        >>> model.compile(opt, loss=SmoothedCrossentropy(0.1))
+    """
+    import re
+
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            "optimizer must be a keras.optimizers.Optimizer; Received: optimizer of type "
+            f"{type(optimizer).__name__}"
+        )
+    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(
+            f"names must be a list of variable names such as ['bias']; Received: names={names!r}"
+        )
+    if getattr(optimizer, "built", False):  # Keras refuses later changes with a vaguer message
+        raise ValueError(
+            "exclude_from_weight_decay must be called before the optimizer is built (before the "
+            "first fit/apply); Received: a built optimizer"
+        )
+    # Keras ORs the patterns into one regex searched in the variable's name, which the TF backend
+    # gives as the full "layer/gamma:0"; anchor on the last path part so "beta" does not also
+    # match e.g. "beta_1" or a layer called "alphabet".
+    optimizer.exclude_from_weight_decay(
+        var_names=[rf"(?:^|/){re.escape(n)}(?::\d+)?$" for n in names]
+    )
+    return optimizer

@@ -120,7 +120,8 @@ def _run_preview(args):
         raise ValueError(f"Nothing to preview: --augment {args.augment!r} builds no layer")
     data = load_data(args.dataset)
     images = _take_images(data.train, args.n)
-    path = augment_preview(images, layer, args.out, n=min(args.n, len(images)), repeats=args.repeats)
+    n = min(args.n, len(images))
+    path = augment_preview(images, layer, args.out, n=n, repeats=args.repeats)
     print(f"Wrote {path} ({len(images)} images x {args.repeats} augmented copies)")
     return 0
 
@@ -145,15 +146,21 @@ def add_preview_parser(subparsers):
         description="Writes a PNG grid: each row an image from the training set, first the "
         "original, then augmented copies.",
     )
-    parser.add_argument("--dataset", default="digits", help="dataset for recipes.data.load_data (default: digits)")
+    parser.add_argument(
+        "--dataset", default="digits", help="source for recipes.data.load_data (default: digits)"
+    )
     parser.add_argument(
         "--augment", default="medium",
         help="preset (light, medium, heavy, randaugment) or list such as "
         "'rotation:0.1,zoom:0.2' (default: medium)",
     )
-    parser.add_argument("--out", default="augment_preview.png", help="output PNG (default: augment_preview.png)")
+    parser.add_argument(
+        "--out", default="augment_preview.png", help="output PNG (default: augment_preview.png)"
+    )
     parser.add_argument("--n", type=int, default=8, help="number of images (rows, default 8)")
-    parser.add_argument("--repeats", type=int, default=4, help="augmented copies per image (default 4)")
+    parser.add_argument(
+        "--repeats", type=int, default=4, help="augmented copies per image (default 4)"
+    )
     parser.add_argument("--no-flip", action="store_true", help="drop flips (digits, text)")
     parser.add_argument("--seed", type=int, default=0, help="augmentation seed (default 0)")
     parser.set_defaults(func=_run_preview)

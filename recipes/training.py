@@ -290,9 +290,11 @@ def train(
         else:
             from .builder import build_classifier
 
+            kwargs = recipe.build_kwargs()
+            if kwargs["augmentation"] is not None:  # a seeded layer, so runs repeat exactly
+                kwargs["augmentation"] = _augmentation_layer(recipe)
             model = build_classifier(
-                recipe.backbone, data.num_classes, input_shape=data.input_shape,
-                **recipe.build_kwargs(),
+                recipe.backbone, data.num_classes, input_shape=data.input_shape, **kwargs
             )
         lr = recipe.learning_rate or OPTIMIZERS[recipe.optimizer]
         schedule = make_schedule(
@@ -373,9 +375,9 @@ def _has_training_bn(model):
 def _train_pipeline(data: Data, recipe: Recipe, model):
     ds = data.train_pipeline(recipe.seed)
     if recipe.augmentation and recipe.augment_placement == "data":
-        from .augment import apply_augmentation, augmentation
+        from .augment import apply_augmentation
 
-        ds = apply_augmentation(ds, augmentation(recipe.augmentation, seed=recipe.seed))
+        ds = apply_augmentation(ds, _augmentation_layer(recipe))
     if recipe.mixup or recipe.cutmix:
         from .mixing import mix_batches
 
@@ -383,6 +385,12 @@ def _train_pipeline(data: Data, recipe: Recipe, model):
             ds, data.num_classes, mixup=recipe.mixup, cutmix=recipe.cutmix, seed=recipe.seed
         )
     return ds
+
+
+def _augmentation_layer(recipe: Recipe):
+    from .augment import augmentation
+
+    return augmentation(recipe.augmentation, seed=recipe.seed, flip=recipe.flip)
 
 
 def _run_callbacks(recipe: Recipe, run_dir: Path | None):
