@@ -19,6 +19,12 @@ from .builder import POOLINGS, build_classifier  # noqa: E402
 from .config import DEFAULT_BACKBONE, Recipe  # noqa: E402
 from .data import DEFAULT_DATASET, Data, load_data  # noqa: E402
 from .ensemble import ensemble  # noqa: E402
+from .finetune import (  # noqa: E402 (also registers the layer-wise optimizer for load_model)
+    apply_unfreeze_policy,
+    fine_tune,
+    layer_lr_multipliers,
+    unfreeze_policy_layers,
+)
 from .layers import BackbonePreprocessing, InferenceModeBackbone, ToRGB  # noqa: E402
 from .lr_find import find_lr  # noqa: E402
 from .metrics import MacroPrecision, MacroRecall  # noqa: E402
@@ -60,6 +66,10 @@ __all__ = [
     "ensemble",
     "find_backbone",
     "find_lr",
+    "fine_tune",
+    "layer_lr_multipliers",
+    "unfreeze_policy_layers",
+    "apply_unfreeze_policy",
     "imagenet_weights_file",
     "keras_cache_dir",
     "list_backbones",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import re
 import shutil
 from pathlib import Path
@@ -567,6 +568,8 @@ def _recipe_for(model_or_backbone, recipe, weights, overrides):
                 f"Received: a built model {model_or_backbone.name!r}"
             )
         given["backbone"] = _backbone_of(model_or_backbone).name
+        if recipe is None:
+            given["weights"] = None  # not "imagenet": the model brings its own weights
     else:
         if model_or_backbone is not None:
             if not isinstance(model_or_backbone, str):
@@ -575,7 +578,7 @@ def _recipe_for(model_or_backbone, recipe, weights, overrides):
                     f"Received: {type(model_or_backbone).__name__}"
                 )
             given["backbone"] = model_or_backbone
-        given["weights"] = weights or given.get("weights") or base.weights or "imagenet"
+        given["weights"] = os.fspath(weights) if weights is not None else (base.weights or "imagenet")
     return base.replace(**given)
 
 
@@ -602,7 +605,7 @@ def fine_tune(
     Phase 1 trains the head for `head_epochs` at `learning_rate` with the backbone frozen.
     Phase 2 unfreezes the layers `unfreeze` selects and trains `epochs` more epochs at
     `fine_tune_learning_rate` (a fresh LR schedule and optimizer state; `warmup_epochs` applies to
-    phase 2 only). Both phases are `recipes.train` calls on the same model. BatchNorm stays in
+    phase 2 only, capped by `train` to leave one epoch). Both phases are `recipes.train` calls on the same model. BatchNorm stays in
     inference mode and frozen throughout (see the module docstring).
 
     Any `Recipe` field can be passed as a keyword (`schedule="cosine"`, `optimizer="adamw"`,
@@ -673,11 +676,6 @@ def fine_tune(
     _check_decay(recipe.layer_lr_decay)
     if not isinstance(recipe.gradual, bool):
         raise ValueError(f"gradual must be True or False; Received: gradual={recipe.gradual!r}")
-    if recipe.warmup_epochs >= recipe.epochs:
-        raise ValueError(
-            "warmup_epochs (phase 2 only) must be smaller than epochs; Received: "
-            f"warmup_epochs={recipe.warmup_epochs}, epochs={recipe.epochs}"
-        )
     if recipe.learning_rate is None:
         from .training import OPTIMIZERS
 
@@ -702,10 +700,15 @@ def fine_tune(
 
         if recipe.image_size is None:
             recipe = recipe.replace(image_size=backbone_info(recipe.backbone).default_size)
+        kwargs = recipe.build_kwargs()
+        if kwargs["augmentation"] is not None:
+            from .training import _augmentation_layer
+
+            kwargs["augmentation"] = _augmentation_layer(recipe)  # seeded, as train builds it
         # Raises WeightsUnavailableError / ValueError for unusable weights: before any training.
         model = build_classifier(
             recipe.backbone, data.num_classes, input_shape=data.input_shape,
-            trainable_backbone=False, **recipe.build_kwargs(),
+            trainable_backbone=False, **kwargs,
         )
     backbone = _backbone_of(model)
     selected = _select(backbone, recipe.unfreeze)

@@ -528,8 +528,12 @@ def _rebatch(data, batch_size):
         return data
     import tensorflow as tf
 
+    # Re-batching loses the known length; stating it spares Keras' "ran out of data" warning.
+    batches = max(1, -(-int(data.sizes.get("train", 0)) // batch_size))
+
     def rebatch(ds):
-        return ds.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.unbatch().batch(batch_size)
+        return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
 
     changes = {"train": rebatch(data.train), "batch_size": batch_size}
     make_train = getattr(data, "make_train", None)
@@ -901,6 +905,7 @@ class _TrialRecords:
             "epochs": last.get("epochs"),
             "objective": last.get("objective"),
             "tuner_id": self.tuner_id,
+            "message": _last_line(trial.message) if trial.status != "COMPLETED" else "",
             "recipe": _jsonable(self.hypermodel.recipe(trial.hyperparameters.values).to_dict()),
         }
         Path(self.get_trial_dir(trial.trial_id), _TRIAL_INFO).write_text(json.dumps(info, indent=2))
@@ -1322,7 +1327,8 @@ class SearchResult:
                 row["continues"] = values.get("tuner/trial_id", "")
             row["seconds"] = info.get("seconds")
             row["worker"] = info.get("tuner_id")
-            row["message"] = _last_line(state.get("message")) if status != "COMPLETED" else ""
+            message = _last_line(state.get("message")) or info.get("message", "")
+            row["message"] = message if status != "COMPLETED" else ""
             rows.append(row)
         return rows
 
@@ -1565,8 +1571,9 @@ def _with_validation_in_train(data, seed):
     parts = data.train.unbatch().concatenate(data.validation.unbatch())
 
     def make(shuffle_seed):
-        ds = parts.shuffle(max(1, n), seed=shuffle_seed, reshuffle_each_iteration=True)
-        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+        ds = parts.shuffle(max(1, n), seed=shuffle_seed, reshuffle_each_iteration=True).batch(batch)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(max(1, -(-n // batch))))
+        return ds.prefetch(tf.data.AUTOTUNE)
 
     changes = {"train": make(seed), "validation": None, "sizes": {**data.sizes, "train": n, "validation": 0}}
     if getattr(data, "make_train", None) is not None:
