@@ -31,6 +31,15 @@ from .metrics import MacroPrecision, MacroRecall  # noqa: E402
 from .mixing import MixedAccuracy, SmoothedCrossentropy, mix_batches  # noqa: E402
 from .registry import BackboneSpec, backbone_info, list_backbones  # noqa: E402
 from .training import OPTIMIZERS, SCHEDULES, Result, make_optimizer, plot_curves, train  # noqa: E402
+from .tuning import (  # noqa: E402
+    SEARCHABLE_FIELDS,
+    TUNERS,
+    RecipeHyperModel,
+    SearchFailedError,
+    SearchResult,
+    resolve_search_space,
+    search,
+)
 from .weights import (  # noqa: E402
     WeightsUnavailableError,
     find_backbone,
@@ -54,6 +63,11 @@ __all__ = [
     "OPTIMIZERS",
     "POOLINGS",
     "Recipe",
+    "RecipeHyperModel",
+    "SEARCHABLE_FIELDS",
+    "SearchFailedError",
+    "SearchResult",
+    "TUNERS",
     "Result",
     "SCHEDULES",
     "SmoothedCrossentropy",
@@ -77,6 +91,8 @@ __all__ = [
     "make_optimizer",
     "mix_batches",
     "plot_curves",
+    "resolve_search_space",
     "save_backbone",
+    "search",
     "train",
 ]

@@ -347,6 +347,8 @@ def _check_value(name, value, base: Recipe, backbones):
     from .training import _check
 
     if name == "image_size":
+        if value is None:
+            return  # the registry's default, per backbone
         for bb in backbones:
             spec = backbone_info(bb)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < spec.min_size:
@@ -1589,7 +1591,8 @@ def _plot_trials(rows, objective, path):
 
     direction = _direction(objective)
     xs, ys, fails, best, best_so_far = [], [], [], None, []
-    for i, row in enumerate(rows, start=1):
+    ids = [int(r["trial"]) if str(r["trial"]).isdigit() else i for i, r in enumerate(rows)]
+    for i, row in zip(ids, rows):
         value = row.get(objective)
         if row["status"] == "COMPLETED" and value is not None:
             xs.append(i)
@@ -1602,12 +1605,15 @@ def _plot_trials(rows, objective, path):
     fig, ax = plt.subplots(figsize=(7, 4))
     if xs:
         ax.plot(xs, ys, "o", label=objective)
-    steps = [(i, b) for i, b in enumerate(best_so_far, start=1) if b is not None]
+    steps = [(i, b) for i, b in zip(ids, best_so_far) if b is not None]
     if steps:
         ax.step([s[0] for s in steps], [s[1] for s in steps], where="post", label="best so far")
     if fails:
         floor = min(ys) if ys else 0.0
         ax.plot(fails, [floor] * len(fails), "x", color="red", label="failed")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(objective)
     ax.grid(alpha=0.3)
