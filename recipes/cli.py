@@ -55,7 +55,7 @@ def add_recipe_arguments(parser, *, training=True):
     t.add_argument("--label-smoothing", type=float)
     t.add_argument("--mixup", type=float, help="MixUp Beta alpha (0: off)")
     t.add_argument("--cutmix", type=float, help="CutMix Beta alpha (0: off)")
-    t.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    t.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 5; 0: off)")
     t.add_argument("--seed", type=int)
     t.add_argument("--recipe", help="start from a recipe.json (e.g. an earlier run's)")
     t.add_argument("--out", help="run folder (default: runs/<dataset>_<backbone>); re-run to resume")

@@ -44,7 +44,8 @@ class Recipe:
         schedule, warmup_epochs: LR schedule name (see `callbacks.make_schedule`) and linear
             warmup epochs (capped at `epochs - 1`).
         epochs, batch_size, validation_split, test_split, seed: Training loop and data split.
-        patience: Early-stopping patience in epochs (None: no early stopping).
+        patience: Early-stopping patience in epochs on `val_loss`, best weights restored
+            (default 5; 0 or None: no early stopping).
         precise_bn: Recompute BatchNorm statistics after training (from-scratch runs).
         head_epochs, unfreeze, fine_tune_learning_rate, layer_lr_decay, gradual: Fine-tuning stages
             (used by `recipes.fine_tune`).
@@ -81,7 +82,7 @@ class Recipe:
     validation_split: float = 0.1
     test_split: float = 0.1
     seed: int = 0
-    patience: int | None = None
+    patience: int | None = 5
     precise_bn: bool = True
     head_epochs: int = 0
     unfreeze: object = "top:30%"

@@ -144,7 +144,7 @@ def _check(recipe: Recipe, *, from_name=True):
     num("mixup", 0)
     num("cutmix", 0)
     num("weight_decay", 0)
-    num("patience", 1, integer=True, allow_none=True)
+    num("patience", 0, integer=True, allow_none=True)
     num("head_epochs", 0, integer=True)
     if recipe.learning_rate is not None:
         num("learning_rate", 1e-12)
@@ -312,7 +312,9 @@ def train(
             mixing=mixing,
         )
     train_ds = _train_pipeline(data, recipe, model)
-    cbs = list(callbacks) + _run_callbacks(recipe, run_dir)
+    cbs = list(callbacks) + _run_callbacks(
+        recipe, run_dir, has_validation=data.validation is not None
+    )
     if recipe.schedule == "onecycle" and recipe.optimizer != "adagrad":
         from callbacks import OneCycle
 
@@ -393,14 +395,14 @@ def _augmentation_layer(recipe: Recipe):
     return augmentation(recipe.augmentation, seed=recipe.seed, flip=recipe.flip)
 
 
-def _run_callbacks(recipe: Recipe, run_dir: Path | None):
+def _run_callbacks(recipe: Recipe, run_dir: Path | None, *, has_validation=True):
     import keras
 
     import callbacks as cb
 
     # The LR logger runs before CSVLogger so history.csv records the rate each epoch used.
     out = [cb.LearningRateLogger(), cb.terminate_on_nan()]
-    if recipe.patience:
+    if recipe.patience and has_validation:  # early stopping watches val_loss
         out.append(cb.early_stopping(patience=recipe.patience))
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,9 @@ def test_find_lr_restores_weights_and_suggests_inside_the_range(digits_small):
     result = recipes.find_lr(model, data, start=1e-5, end=1.0, steps=25)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert 1e-5 <= result.suggestion <= 1.0
+    # documented rule: the LR at the smoothed-loss minimum, divided by 10
+    assert result.suggestion == result.suggestions["minimum"]
+    assert min(result.lrs) / 10 <= result.suggestion <= max(result.lrs) / 10
     assert len(result.lrs) == len(result.losses) and len(result.lrs) <= 25
 
 

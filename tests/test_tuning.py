@@ -308,6 +308,7 @@ def test_cli_tune_errors(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~40 s: two subprocess trials; the in-process paths stay in the default run
 def test_isolated_fine_tuning_trials_from_saved_backbone(hyperband, data, tmp_path):
     pytest.importorskip("recipes.finetune", reason="recipes.finetune (fine_tune) not there yet")
     result, _ = hyperband
