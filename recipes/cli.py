@@ -71,8 +71,12 @@ _ARG_TO_FIELD = (
 
 def recipe_from_args(args):
     """Turns parsed arguments into a Recipe (explicit flags override `--recipe` and defaults)."""
+    from pathlib import Path
+
     from .config import Recipe
 
+    if getattr(args, "recipe", None) and not Path(args.recipe).is_file():
+        raise ValueError(f"--recipe file not found; Received: {args.recipe!r}")
     recipe = Recipe.load(args.recipe) if getattr(args, "recipe", None) else Recipe()
     changes = {}
     for name in _ARG_TO_FIELD:

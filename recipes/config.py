@@ -30,8 +30,8 @@ class Recipe:
     Attributes:
         backbone: Registry name (default `DEFAULT_BACKBONE`).
         dataset: Data source for `load_data` (default `"digits"`).
-        image_size: Side the backbone sees (None: the registry default, or 64 for the default
-            from-scratch recipe on small images).
+        image_size: Side the backbone sees (None: the registry default; for images of at most
+            64 px trained from scratch, the backbone's minimum, 32 for the default).
         alpha: MobileNet width multiplier.
         weights: None, "imagenet" or a weights file.
         pooling, dropout, dense_units, l1, l2, head_batchnorm, regularize_backbone,

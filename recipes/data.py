@@ -293,6 +293,17 @@ def _tfds(name, data_dir):
 
 
 def _split(n, y, validation_split, test_split, seed):
+    try:
+        return _stratified_split(n, y, validation_split, test_split, seed)
+    except ValueError as exc:  # e.g. fewer held-out images than classes
+        raise ValueError(
+            f"Cannot split {n} images of {len(np.unique(y))} classes with "
+            f"validation_split={validation_split}, test_split={test_split}: {exc}. Use larger "
+            "fractions, more images, or 0 for a split you don't need."
+        ) from None
+
+
+def _stratified_split(n, y, validation_split, test_split, seed):
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)

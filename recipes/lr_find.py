@@ -62,10 +62,14 @@ def _cmd_find_lr(args):
     from .data import load_data
 
     recipe = recipe_from_args(args)
-    data = load_data(recipe.dataset, batch_size=recipe.batch_size, seed=recipe.seed)
-    from .training import _default_image_size
+    data = load_data(
+        recipe.dataset, batch_size=recipe.batch_size, seed=recipe.seed, data_dir=args.data_dir
+    )
+    from .training import _augmentation_layer, _default_image_size
 
     fields = dict(recipe.build_kwargs(), image_size=_default_image_size(recipe, data.input_shape))
+    if fields["augmentation"] is not None:
+        fields["augmentation"] = _augmentation_layer(recipe)  # honours --no-flip and the seed
     result = find_lr(
         recipe.backbone, data, start=args.start, end=args.end, steps=args.steps,
         optimizer=recipe.optimizer, plot=args.plot, **fields,

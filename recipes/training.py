@@ -58,7 +58,7 @@ def make_optimizer(name="adam", learning_rate=None, *, weight_decay=0.0, momentu
         name: `"sgd"` (momentum, Nesterov), `"adam"`, `"adamw"`, `"rmsprop"`, `"adagrad"`, `"nadam"`.
         learning_rate: A float or a `LearningRateSchedule` (default: `OPTIMIZERS[name]`).
         weight_decay: Decoupled weight decay (AdamW/SGD/...; Keras applies it to the weights, not
-            through the loss). Default 0.
+            through the loss). Default 0, except AdamW, whose 0 means Keras-like 1e-4.
         momentum: SGD/RMSprop momentum (default 0.9).
 
     Returns:
@@ -76,6 +76,8 @@ def make_optimizer(name="adam", learning_rate=None, *, weight_decay=0.0, momentu
             + (f" Did you mean: {', '.join(hint)}?" if hint else "")
             + f" Allowed: {', '.join(OPTIMIZERS)}"
         )
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a number >= 0; Received: weight_decay={weight_decay!r}")
     if learning_rate is None:
         learning_rate = OPTIMIZERS[name]
     wd = {"weight_decay": weight_decay} if weight_decay else {}
@@ -163,18 +165,20 @@ def _check(recipe: Recipe, *, from_name=True):
         )
 
 
-def _recipe_from(model_or_backbone, recipe, overrides):
+def _recipe_from(model_or_backbone, recipe, overrides, explicit=()):
     import keras
 
     recipe = recipe or Recipe()
     unknown = [k for k in overrides if k not in Recipe.field_names()]
     if unknown:
         Recipe.from_dict({unknown[0]: None})  # raises with the closest field names
-    given = {k: v for k, v in overrides.items() if v is not None or k in ("schedule",)}
+    # Named parameters default to None ("from the recipe"); keyword fields were passed on
+    # purpose, None included (augmentation=None, patience=None).
+    given = {k: v for k, v in overrides.items() if v is not None or k in explicit}
     if isinstance(model_or_backbone, str):
         given["backbone"] = model_or_backbone
     elif isinstance(model_or_backbone, keras.Model):
-        built = [k for k in given if k in Recipe().build_kwargs() and k != "augmentation"]
+        built = [k for k in given if k in Recipe().build_kwargs()]
         if built:
             raise ValueError(
                 f"Build options {built} only apply when training from a backbone name; "
@@ -265,6 +269,7 @@ def train(
         recipe,
         dict(kwargs, epochs=epochs, optimizer=optimizer, learning_rate=learning_rate,
              label_smoothing=label_smoothing, seed=seed),
+        explicit=set(kwargs),
     )
     _check(recipe, from_name=isinstance(model_or_backbone, str))
     if data is None:
@@ -274,6 +279,13 @@ def train(
             data, batch_size=recipe.batch_size, validation_split=recipe.validation_split,
             test_split=recipe.test_split, seed=recipe.seed,
         )
+    if data.batch_size != recipe.batch_size:
+        if "batch_size" in kwargs:
+            raise ValueError(
+                f"batch_size={recipe.batch_size} differs from the batch size the Data was loaded "
+                f"with ({data.batch_size}); pass a source instead of a Data, or reload it"
+            )
+        recipe = recipe.replace(batch_size=data.batch_size)  # recipe.json must redo this run
     recipe = recipe.replace(dataset=data.source or describe_source(data))
     if isinstance(model_or_backbone, str):
         recipe = recipe.replace(image_size=_default_image_size(recipe, data.input_shape))
@@ -319,7 +331,11 @@ def train(
         from callbacks import OneCycle
 
         # The schedule drives the LR; this callback cycles momentum inversely (fastai).
-        cbs.append(OneCycle(lr, recipe.epochs, steps_per_epoch=data.steps_per_epoch))
+        warm = min(recipe.warmup_epochs, recipe.epochs - 1)
+        cbs.append(OneCycle(
+            lr, recipe.epochs, steps_per_epoch=data.steps_per_epoch,
+            pct_start=warm / recipe.epochs if warm else 0.25,  # in phase with make_schedule's LR
+        ))
     start = time.time()
     history = model.fit(
         train_ds, validation_data=data.validation, epochs=recipe.epochs, callbacks=cbs,

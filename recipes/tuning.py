@@ -1426,7 +1426,9 @@ class SearchResult:
             recipe = recipe.replace(epochs=epochs)
         # Without a validation split there is nothing to stop early on.
         recipe = recipe.replace(patience=None)
-        full = _with_validation_in_train(data if data is not None else self._data, recipe.seed)
+        # Re-batched to the winning trial's batch size: its learning rate was tuned for it.
+        base = _rebatch(data if data is not None else self._data, recipe.batch_size)
+        full = _with_validation_in_train(base, recipe.seed)
         if recipe.weights is not None:
             from .finetune import fine_tune
 

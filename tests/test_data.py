@@ -175,6 +175,7 @@ def test_tfds_prepared_dataset_loads(tmp_path):
         (dict(source=(np.zeros((4, 3, 3)), np.array([0, 1, 0]))), "one per image"),
         (dict(source=(np.zeros((4, 3, 3)), np.zeros(4, int))), "at least 2 classes"),
         (dict(source=(np.zeros((4, 3, 3, 2)), np.array([0, 1, 0, 1]))), r"\(N, H, W, 1\|3\)"),
+        (dict(source=(np.zeros((30, 4, 4)), np.arange(30) % 10)), "Cannot split 30 images of 10 classes"),
     ],
 )
 def test_bad_input(kwargs, message):

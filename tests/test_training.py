@@ -34,6 +34,7 @@ def test_run_folder_has_everything_to_redo_the_run(folder_run, small_data):
     assert {"test_accuracy", "test_loss"} <= set(metrics)
     recipe = recipes.Recipe.load(out / "recipe.json")
     assert recipe.backbone == "mobilenet" and recipe.alpha == 0.25 and recipe.epochs == 2
+    assert recipe.batch_size == small_data.batch_size == 32  # what the run really used
     reloaded = keras.models.load_model(out / "model.keras")
     x = next(iter(small_data.test))[0]
     np.testing.assert_allclose(
@@ -108,8 +109,25 @@ def test_train_accepts_a_built_model(small_data):
     model = recipes.build_classifier("mobilenet", 10, image_size=32, alpha=0.25, input_shape=(8, 8, 1))
     result = recipes.train(model, small_data, epochs=1, verbose=0)
     assert result.model is model and result.recipe.backbone == "mobilenet"
-    with pytest.raises(ValueError, match="only apply when training from a backbone name"):
-        recipes.train(model, small_data, epochs=1, dropout=0.5)
+    for option in (dict(dropout=0.5), dict(augmentation="light")):
+        with pytest.raises(ValueError, match="only apply when training from a backbone name"):
+            recipes.train(model, small_data, epochs=1, **option)
+
+
+def test_explicit_none_overrides_the_recipe_and_batch_size_must_match(small_data, monkeypatch):
+    seen = {}
+
+    def fake_build(backbone, num_classes, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(recipes.builder, "build_classifier", fake_build)
+    base = recipes.Recipe(augmentation="light", dropout=0.4)
+    with pytest.raises(RuntimeError, match="stop before training"):
+        recipes.train("mobilenet", small_data, recipe=base, augmentation=None, alpha=0.25, image_size=32)
+    assert seen["augmentation"] is None and seen["dropout"] == 0.4
+    with pytest.raises(ValueError, match="differs from the batch size the Data was loaded with"):
+        recipes.train("mobilenet", small_data, batch_size=64)
 
 
 @pytest.mark.parametrize(
