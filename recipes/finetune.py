@@ -690,7 +690,7 @@ def fine_tune(
             data, batch_size=recipe.batch_size, validation_split=recipe.validation_split,
             test_split=recipe.test_split, seed=recipe.seed,
         )
-    recipe = recipe.replace(dataset=data.source or describe_source(data))
+    recipe = recipe.replace(dataset=data.source or describe_source(data), batch_size=data.batch_size)
 
     keras.utils.set_random_seed(recipe.seed)
     if isinstance(model_or_backbone, keras.Model):
