@@ -5,7 +5,6 @@ Usage: python benchmarks/backbone_choice.py ARCH SIZE EPOCHS ALPHA BATCH [mnist|
 Uses ../shared/data/mnist (the MNIST test set, split 80/10/10 stratified) or sklearn digits.
 """
 
-import gzip
 import os
 import sys
 import time
@@ -28,13 +27,10 @@ arch, size, epochs, alpha, bs = (
 dataset = sys.argv[6] if len(sys.argv) > 6 else "mnist"
 keras.utils.set_random_seed(0)
 if dataset == "mnist":
+    from recipes.data import read_idx
 
-    def rd(p, off):
-        with gzip.open(p) as f:
-            return np.frombuffer(f.read(), np.uint8, offset=off)
-
-    x = rd(str(MNIST / "t10k-images-idx3-ubyte.gz"), 16).reshape(-1, 28, 28, 1)
-    y = rd(str(MNIST / "t10k-labels-idx1-ubyte.gz"), 8).astype("int32")
+    x = read_idx(MNIST / "t10k-images-idx3-ubyte.gz")[..., None]
+    y = read_idx(MNIST / "t10k-labels-idx1-ubyte.gz").astype("int32")
 else:
     from sklearn.datasets import load_digits
 

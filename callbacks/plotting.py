@@ -8,24 +8,27 @@ import numpy as np
 from callbacks.schedules import ScheduleCallback, check_positive_int
 
 
-def _figure():
-    # Figure + Agg canvas directly: no pyplot, so the process-wide matplotlib
-    # backend (e.g. a notebook's) is left alone.
+def new_figure(figsize=(6, 4), dpi=100):
+    """A matplotlib Figure on an Agg canvas: the one matplotlib setup of keras-recipes.
+
+    No pyplot, so the process-wide backend (e.g. a notebook's) is left alone.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6, 4), dpi=100)
+    figure = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(figure)
     return figure
 
 
-def _save(figure, path):
+def save_figure(figure, path, dpi=None):
+    """Writes a figure as PNG (parent folders created) and returns the path."""
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    figure.savefig(path, format="png", dpi=dpi)
     return path
 
 
@@ -82,7 +85,7 @@ def plot_schedule(schedule, epochs, steps_per_epoch, path):
         ...               10, 50, "runs/lr.png")
     """
     values = schedule_values(schedule, epochs, steps_per_epoch)
-    figure = _figure()
+    figure = new_figure()
     axes = figure.add_subplot()
     axes.plot(np.arange(values.size), values)
     for epoch in range(1, epochs):
@@ -90,7 +93,7 @@ def plot_schedule(schedule, epochs, steps_per_epoch, path):
     axes.set_xlabel(f"step ({steps_per_epoch} per epoch)")
     axes.set_ylabel("learning rate")
     axes.set_title(getattr(schedule, "name", None) or type(schedule).__name__)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_lr_finder(result, path):
@@ -103,7 +106,7 @@ def plot_lr_finder(result, path):
     Returns:
         The path written, as a str.
     """
-    figure = _figure()
+    figure = new_figure()
     axes = figure.add_subplot()
     axes.plot(result.lrs, result.raw_losses, color="0.75", linewidth=0.8, label="batch loss")
     axes.plot(result.lrs, result.losses, label="smoothed loss")
@@ -120,4 +123,4 @@ def plot_lr_finder(result, path):
     axes.set_xlabel("learning rate")
     axes.set_ylabel("loss")
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -23,7 +23,6 @@ PiecewiseConstantDecay); the classes here only glue them to epochs, warmup and
 the optimizer.
 """
 
-import difflib
 import inspect
 import math
 import numbers
@@ -719,10 +718,10 @@ SCHEDULE_NAMES = (
 
 
 def _closest_first(name, choices):
-    return sorted(
-        choices,
-        key=lambda c: -difflib.SequenceMatcher(None, str(name).lower(), c).ratio(),
-    )
+    from recipes.validation import closest_matches  # lazy: recipes imports callbacks
+
+    near = closest_matches(name, choices)
+    return near + [c for c in choices if c not in near]
 
 
 def make_schedule(name, initial_lr, *, epochs, steps_per_epoch, warmup_epochs=0, **kwargs):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import sys
 import time
 from pathlib import Path
@@ -32,16 +31,6 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Reads an IDX file of uint8 data (optionally gzipped)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def find(folder: Path, stem: str) -> Path | None:
@@ -77,7 +66,8 @@ def main(argv=None) -> int:
         return 0
 
     import recipes
-    from recipes.finetune import fine_tune
+    from recipes import fine_tune
+    from recipes.data import read_idx
 
     x, y = read_idx(images)[..., None], read_idx(labels).astype("int32")
     pool_x, pool_y, held_x, held_y = x[:-2000], y[:-2000], x[-2000:], y[-2000:]

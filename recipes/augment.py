@@ -9,11 +9,12 @@ identity otherwise (`model.predict`, a bare `model(x)`). Put it inside the model
 
 from __future__ import annotations
 
-import difflib
 import numbers
 
 import keras
 from keras import ops
+
+from .validation import closest_matches
 
 __all__ = [
     "PRESETS",
@@ -145,7 +146,7 @@ def _check_value_range(value_range):
 
 
 def _closest(name, choices):
-    hint = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    hint = closest_matches(name, choices)
     return f" Did you mean: {', '.join(hint)}?" if hint else ""
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numbers
 
+from .config import POOLINGS
 from .registry import backbone_info, validate_alpha
 from .weights import build_backbone, check_weights_arg
 
-__all__ = ["build_classifier", "POOLINGS"]
+__all__ = ["build_classifier", "POOLINGS", "BACKBONE_LAYER"]
 
-POOLINGS = ("avg", "max", "flatten")
+#: Name of the layer that holds the backbone in every classifier `build_classifier` makes.
+BACKBONE_LAYER = "backbone"
 
 
 def _check_int(name, value, minimum=None):
@@ -113,7 +115,7 @@ def build_classifier(
         bn_momentum: Momentum for every backbone BatchNormalization layer. Default: 0.9 when
             training from scratch (`weights=None`) so moving statistics keep up on short runs,
             untouched for pretrained weights.
-        bn_inference: Run the backbone in inference mode (`InferenceModeBackbone`): BatchNorm
+        bn_inference: Run the backbone in inference mode (`Backbone(bn_inference=True)`): BatchNorm
             keeps its moving statistics even when layers are unfrozen for fine-tuning (default:
             True with pretrained weights, False from scratch).
         head_batchnorm: BatchNormalization after pooling (default False).
@@ -163,7 +165,7 @@ def build_classifier(
         from .augment import augmentation as make_augmentation
 
         augmentation = make_augmentation(augmentation)
-    from .layers import BackbonePreprocessing, InferenceModeBackbone, Resize, ToRGB
+    from .layers import Backbone, BackbonePreprocessing, Resize, ToRGB
 
     net = build_backbone(
         spec, (*size, 3), weights=weights, alpha=alpha,
@@ -191,7 +193,7 @@ def build_classifier(
     x = BackbonePreprocessing(spec.preprocessing, name="preprocess")(x)
     if bn_inference is None:
         bn_inference = pretrained
-    x = InferenceModeBackbone(net, name="backbone")(x) if bn_inference else net(x)
+    x = Backbone(net, bn_inference=bn_inference, name=BACKBONE_LAYER)(x)
     if pooling == "flatten":
         x = keras.layers.Flatten(name="flatten")(x)
     if head_batchnorm:

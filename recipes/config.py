@@ -1,94 +1,278 @@
-"""`Recipe`: the one config that flows CLI -> builder -> trainer -> tuner -> run folder."""
+"""`Recipe`: the one config that flows CLI -> builder -> trainer -> tuner -> run folder.
+
+Every default is decided here: the field defaults, the default learning rate per optimizer (and
+its pretrained scale), the image-size rule for small images, and the fine-tuning preset. A Recipe
+validates itself at construction, so a bad value fails before any data is loaded or model built,
+and it holds only JSON values, so `recipe.json` always redoes the run. CLI flags are generated
+from the fields' metadata (`recipes/cli/args.py`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
-from .registry import closest_matches
+from . import validation as v
 
-__all__ = ["Recipe", "DEFAULT_BACKBONE"]
+__all__ = [
+    "Recipe",
+    "DEFAULT_BACKBONE",
+    "DEFAULT_LEARNING_RATES",
+    "PRETRAINED_LR_SCALE",
+    "PRESETS",
+    "POOLINGS",
+    "CUSTOM_PREFIX",
+]
 
 #: The backbone bare `recipes train` uses (fast and accurate from scratch on small images).
 DEFAULT_BACKBONE = "mobilenet_v3_small"
 
-# Fields of Recipe that go to build_classifier unchanged.
-_BUILD_FIELDS = (
-    "image_size", "weights", "pooling", "dropout", "dense_units", "l1", "l2", "augmentation",
-    "alpha", "bn_momentum", "head_batchnorm", "regularize_backbone", "drop_connect_rate",
-)
+#: Optimizer names and their from-scratch peak learning rates (tuned with warmup + cosine).
+DEFAULT_LEARNING_RATES = {
+    "sgd": 0.1, "adam": 5e-3, "adamw": 5e-3, "rmsprop": 1e-3, "adagrad": 0.05, "nadam": 5e-3,
+}
+
+#: Pretrained backbones start at this fraction of the from-scratch rate (Adam: 1e-3, the keras.io
+#: transfer-learning default); phase 2 of fine-tuning runs at a tenth of that.
+PRETRAINED_LR_SCALE = 0.2
+
+#: Head poolings `build_classifier` accepts.
+POOLINGS = ("avg", "max", "flatten")
+
+#: `backbone` of a recipe that trained a model not built from the registry (`custom:<name>`).
+CUSTOM_PREFIX = "custom:"
+
+#: Named recipes: field changes over `Recipe()`. `Recipe.preset(name)` applies one.
+PRESETS = {
+    "default": {},
+    # Two-phase transfer learning: 2 head epochs at 1e-3 (Adam on a pretrained backbone), then the
+    # top 30 % at a tenth of it; no warmup (the head starts from a useful backbone).
+    "fine-tune": {
+        "weights": "imagenet", "head_epochs": 2, "epochs": 8, "warmup_epochs": 0,
+        "unfreeze": "top:30%",
+    },
+}
+
+_SMALL_IMAGE = 64  # images at most this size train from scratch at the backbone's minimum size
 
 
-@dataclasses.dataclass
+def _f(default, help, *, kind, group="training", flag=None, aliases=(), nullable=False,
+       choices=None, cli=True):
+    """A Recipe field with the metadata the CLI generator reads."""
+    meta = {"help": help, "kind": kind, "group": group, "flag": flag, "aliases": tuple(aliases),
+            "nullable": nullable, "choices": choices, "cli": cli}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """Everything needed to redo a run; saved as `recipe.json` in every run folder.
 
-    The defaults are the settings bare `recipes train` uses: they reach >= 95 % test accuracy on
-    digits in under 3 minutes on 2 CPU cores (see BENCHMARKS.md).
+    Construct it with keywords (`Recipe(epochs=20, mixup=0.2)`), derive with `replace`, start from
+    a named one with `Recipe.preset("fine-tune")`. Every field is checked at construction.
 
-    Attributes:
-        backbone: Registry name (default `DEFAULT_BACKBONE`).
-        dataset: Data source for `load_data` (default `"digits"`).
-        image_size: Side the backbone sees (None: the registry default; for images of at most
-            64 px trained from scratch, the backbone's minimum, 32 for the default).
-        alpha: MobileNet width multiplier.
-        weights: None, "imagenet" or a weights file.
-        pooling, dropout, dense_units, l1, l2, head_batchnorm, regularize_backbone,
-        drop_connect_rate, bn_momentum: Passed to `build_classifier`.
-        augmentation: Preset, list or None; `augment_placement` "model" or "data"; `flip` False
-            drops flips (digits, text: a mirror image is another class).
-        mixup, cutmix, label_smoothing: Batch mixing alphas and label smoothing.
-        optimizer, learning_rate, weight_decay, momentum: Optimizer settings (learning_rate None:
-            the optimizer's default).
-        schedule, warmup_epochs: LR schedule name (see `callbacks.make_schedule`) and linear
-            warmup epochs (capped at `epochs - 1`).
-        epochs, batch_size, validation_split, test_split, seed: Training loop and data split.
-        patience: Early-stopping patience in epochs on `val_loss`, best weights restored
-            (default 5; 0 or None: no early stopping).
-        precise_bn: Recompute BatchNorm statistics after training (from-scratch runs).
-        head_epochs, unfreeze, fine_tune_learning_rate, layer_lr_decay, gradual: Fine-tuning stages
-            (used by `recipes.fine_tune`).
+    The defaults are what bare `recipes train` uses (see BENCHMARKS.md for what they reach).
+    Each field's help text (shown by `recipes train --help`) is in its metadata.
+
+    Raises:
+        ValueError: A bad value, with what was received and what is allowed.
+
+    Example:
+        >>> recipe = Recipe(backbone="resnet50", epochs=20, augmentation="light")
+        >>> recipe.replace(learning_rate=1e-3).peak_learning_rate
+        0.001
     """
 
-    backbone: str = DEFAULT_BACKBONE
-    dataset: str = "digits"
-    image_size: int | None = None
-    alpha: float | None = None
-    weights: str | None = None
-    pooling: str = "avg"
-    dropout: float = 0.2
-    dense_units: tuple = ()
-    l1: float = 0.0
-    l2: float = 0.0
-    head_batchnorm: bool = False
-    regularize_backbone: bool = False
-    drop_connect_rate: float | None = None
-    bn_momentum: float | None = None
-    augmentation: object = None
-    augment_placement: str = "model"
-    flip: bool = True
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    label_smoothing: float = 0.0
-    optimizer: str = "adam"
-    learning_rate: float | None = None
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    schedule: str | None = "cosine"
-    warmup_epochs: int = 1
-    epochs: int = 12
-    batch_size: int = 64
-    validation_split: float = 0.1
-    test_split: float = 0.1
-    seed: int = 0
-    patience: int | None = 5
-    precise_bn: bool = True
-    head_epochs: int = 0
-    unfreeze: object = "top:30%"
-    fine_tune_learning_rate: float | None = None
-    layer_lr_decay: float | None = None
-    gradual: bool = False
+    # model and data
+    backbone: str = _f(DEFAULT_BACKBONE, "registry name (see `recipes list`)", kind="str", group="model")
+    dataset: str = _f("digits", "digits | a folder | idx:<folder> | tfds:<name> | arrays:<file.npz>",
+                      kind="str", group="model")
+    image_size: int | None = _f(None, "side the backbone sees (default: the backbone's; 32 px for "
+                                "small images from scratch)", kind="int", group="model", nullable=True)
+    alpha: float | None = _f(None, "MobileNet width multiplier", kind="float", group="model", nullable=True)
+    weights: str | None = _f(None, "none | imagenet | a weights file", kind="str", group="model",
+                             nullable=True)
+    pooling: str = _f("avg", "head pooling", kind="str", group="model", choices=POOLINGS)
+    dropout: float = _f(0.2, "dropout before the classifier", kind="float", group="model")
+    dense_units: tuple = _f((), "hidden dense layers in the head, e.g. 256,128", kind="ints", group="model")
+    l1: float = _f(0.0, "L1 penalty on head kernels", kind="float", group="regularization")
+    l2: float = _f(0.0, "L2 penalty on head kernels", kind="float", group="regularization")
+    head_batchnorm: bool = _f(False, "BatchNormalization after pooling", kind="bool", group="model")
+    regularize_backbone: bool = _f(False, "also apply L1/L2 to backbone kernels", kind="bool",
+                                   group="regularization")
+    drop_connect_rate: float | None = _f(None, "EfficientNet stochastic depth of the deepest block",
+                                         kind="float", group="regularization", nullable=True)
+    bn_momentum: float | None = _f(None, "BatchNorm momentum (default 0.9 from scratch, untouched "
+                                   "for pretrained weights)", kind="float", group="model", nullable=True)
+    augmentation: str | None = _f(None, "light | medium | heavy | randaugment | 'rotation:0.1,zoom:0.2'",
+                                  kind="str", group="augmentation", flag="--augmentation",
+                                  aliases=("--augment",), nullable=True)
+    augment_placement: str = _f("model", "where augmentation runs", kind="str", group="augmentation",
+                                choices=("model", "data"))
+    flip: bool = _f(True, "flips in augmentation (--no-flip for digits and text)", kind="bool",
+                    group="augmentation")
+    mixup: float = _f(0.0, "MixUp Beta alpha (0: off)", kind="float", group="augmentation")
+    cutmix: float = _f(0.0, "CutMix Beta alpha (0: off)", kind="float", group="augmentation")
+    label_smoothing: float = _f(0.0, "label smoothing in [0, 1)", kind="float", group="regularization")
+    # optimization
+    optimizer: str = _f("adam", "optimizer", kind="str", choices=tuple(DEFAULT_LEARNING_RATES))
+    learning_rate: float | None = _f(None, "peak learning rate (default: per optimizer, a fifth of it "
+                                     "for pretrained weights)", kind="float", flag="--learning-rate",
+                                     aliases=("--lr",), nullable=True)
+    weight_decay: float = _f(0.0, "decoupled weight decay (biases and BatchNorm excluded)", kind="float",
+                             group="regularization")
+    momentum: float = _f(0.9, "SGD/RMSprop momentum", kind="float")
+    schedule: str | None = _f("cosine", "LR schedule (see callbacks.make_schedule) or none", kind="str",
+                              nullable=True)
+    warmup_epochs: int = _f(1, "linear warmup epochs (capped at epochs - 1)", kind="int")
+    epochs: int = _f(12, "epochs (fine-tune: phase-2 epochs)", kind="int")
+    batch_size: int = _f(64, "batch size", kind="int")
+    validation_split: float = _f(0.1, "fraction held out for validation", kind="float", group="model")
+    test_split: float = _f(0.1, "fraction held out for the test", kind="float", group="model")
+    seed: int = _f(0, "seed for weights, splits, shuffling and augmentation", kind="int")
+    patience: int | None = _f(5, "early-stopping patience in epochs on val_loss (0 or none: off)",
+                              kind="int", nullable=True)
+    precise_bn: bool = _f(True, "recompute BatchNorm statistics after training", kind="bool")
+    # fine-tuning
+    head_epochs: int = _f(0, "phase-1 epochs, head only on the frozen backbone (0 skips)", kind="int",
+                          group="fine-tuning")
+    unfreeze: str | int = _f("top:30%", "what phase 2 unfreezes: all | none | N | top:N | top:P% | "
+                             "re:<regex> | a registry block name", kind="policy", group="fine-tuning")
+    fine_tune_learning_rate: float | None = _f(None, "phase-2 learning rate (default: a tenth of the "
+                                               "peak)", kind="float", group="fine-tuning",
+                                               flag="--fine-tune-learning-rate",
+                                               aliases=("--fine-tune-lr",), nullable=True)
+    layer_lr_decay: float | None = _f(None, "block at distance d from the top trains at lr * decay**d",
+                                      kind="float", group="fine-tuning", nullable=True)
+    gradual: bool = _f(False, "unfreeze block by block from the top, one block per epoch",
+                       kind="bool", group="fine-tuning")
+
+    # ------------------------------------------------------------------ construction and checks
+
+    def __post_init__(self):
+        # Frozen: normalize once, here.
+        if isinstance(self.dense_units, (list, int)):
+            units = (self.dense_units,) if isinstance(self.dense_units, int) else self.dense_units
+            object.__setattr__(self, "dense_units", tuple(units))
+        if isinstance(self.weights, os.PathLike):
+            object.__setattr__(self, "weights", os.fspath(self.weights))
+        if isinstance(self.augmentation, list):
+            object.__setattr__(self, "augmentation", ",".join(map(str, self.augmentation)))
+        for f in dataclasses.fields(self):
+            v.check_json_value(f.name, getattr(self, f.name))
+        self._validate()
+
+    def _validate(self):
+        from .registry import backbone_info, validate_alpha
+
+        if not isinstance(self.backbone, str):
+            raise ValueError(f"backbone must be a registry name; Received: backbone={self.backbone!r}")
+        if not self.is_custom:
+            spec = backbone_info(self.backbone)
+            validate_alpha(spec, self.alpha)
+            if self.drop_connect_rate is not None and spec.family not in ("efficientnet", "efficientnet_v2"):
+                raise ValueError("drop_connect_rate applies to EfficientNet backbones only; "
+                                 f"Received: backbone={self.backbone!r}")
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset must be a source name or path; Received: dataset={self.dataset!r}")
+        v.check_int("image_size", self.image_size, 1, allow_none=True)
+        if self.weights is not None and not isinstance(self.weights, str):
+            raise ValueError(f"weights must be None, 'imagenet' or a file path; Received: {self.weights!r}")
+        v.check_choice("pooling", self.pooling, POOLINGS)
+        v.check_rate("dropout", self.dropout)
+        for units in self.dense_units:
+            v.check_int("dense_units", units, 1)
+        for name in ("l1", "l2", "mixup", "cutmix", "weight_decay"):
+            v.check_number(name, getattr(self, name), 0)
+        for name in ("head_batchnorm", "regularize_backbone", "flip", "precise_bn", "gradual"):
+            v.check_bool(name, getattr(self, name))
+        v.check_rate("drop_connect_rate", self.drop_connect_rate, allow_none=True)
+        v.check_rate("bn_momentum", self.bn_momentum, allow_none=True)
+        v.check_rate("label_smoothing", self.label_smoothing)
+        v.check_choice("augment_placement", self.augment_placement, ("model", "data"))
+        if self.augmentation is not None:
+            from .augment import parse_augmentation
+
+            parse_augmentation(self.augmentation, flip=self.flip)
+        v.check_choice("optimizer", self.optimizer, tuple(DEFAULT_LEARNING_RATES))
+        v.check_number("learning_rate", self.learning_rate, 0, low_open=True, allow_none=True)
+        v.check_number("fine_tune_learning_rate", self.fine_tune_learning_rate, 0, low_open=True,
+                       allow_none=True)
+        v.check_number("momentum", self.momentum, 0, 1)
+        from callbacks import SCHEDULE_NAMES
+
+        v.check_choice("schedule", self.schedule, SCHEDULE_NAMES, allow_none=True)
+        v.check_int("warmup_epochs", self.warmup_epochs, 0)
+        v.check_int("epochs", self.epochs, 1)
+        v.check_int("batch_size", self.batch_size, 1)
+        v.check_rate("validation_split", self.validation_split)
+        v.check_rate("test_split", self.test_split)
+        if self.validation_split + self.test_split >= 1:
+            raise ValueError(
+                "validation_split + test_split must leave training data (sum < 1); Received: "
+                f"validation_split={self.validation_split}, test_split={self.test_split}"
+            )
+        v.check_int("seed", self.seed, 0)
+        v.check_int("patience", self.patience, 0, allow_none=True)
+        v.check_int("head_epochs", self.head_epochs, 0)
+        v.parse_unfreeze_policy(self.unfreeze)
+        v.check_number("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True, high_open=False,
+                       allow_none=True)
+
+    # ------------------------------------------------------------------ derived defaults
+
+    @property
+    def is_custom(self) -> bool:
+        """True when the recipe records a model not built from the registry."""
+        return self.backbone.startswith(CUSTOM_PREFIX)
+
+    @property
+    def pretrained(self) -> bool:
+        """True when the backbone starts from weights (ImageNet or a file)."""
+        return self.weights is not None
+
+    @property
+    def peak_learning_rate(self) -> float:
+        """`learning_rate`, or the optimizer's default (scaled by `PRETRAINED_LR_SCALE` when the
+        backbone is pretrained). The one place the default learning rate is decided."""
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        lr = DEFAULT_LEARNING_RATES[self.optimizer]
+        return lr * PRETRAINED_LR_SCALE if self.pretrained else lr
+
+    @property
+    def phase2_learning_rate(self) -> float:
+        """`fine_tune_learning_rate`, or a tenth of `peak_learning_rate`."""
+        if self.fine_tune_learning_rate is not None:
+            return float(self.fine_tune_learning_rate)
+        return self.peak_learning_rate / 10
+
+    @property
+    def effective_warmup_epochs(self) -> int:
+        """Warmup capped so at least one epoch runs at the peak rate (a 1-epoch run is allowed)."""
+        return min(self.warmup_epochs, self.epochs - 1)
+
+    def image_size_for(self, input_shape) -> int:
+        """The side the backbone sees for images of `input_shape` (the one size rule).
+
+        `image_size` when set; else, for images of at most 64 px trained from scratch, the
+        backbone's minimum (at least 32: small images don't need the ImageNet resolution); else
+        the backbone's default size.
+        """
+        if self.image_size is not None:
+            return self.image_size
+        from .registry import backbone_info
+
+        spec = backbone_info(self.backbone)
+        if not self.pretrained and max(input_shape[:2]) <= _SMALL_IMAGE:
+            return max(spec.min_size, 32)
+        return spec.default_size
+
+    # ------------------------------------------------------------------ dict / JSON
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -96,56 +280,106 @@ class Recipe:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def check_field_names(cls, names) -> None:
+        """Raises the closest-match error for the first name that is not a field."""
+        fields = cls.field_names()
+        for name in names:
+            if name not in fields:
+                raise v.unknown("recipe field", name, fields, arg="field",
+                                allowed=", ".join(fields))
+
+    @classmethod
     def from_dict(cls, values: dict) -> Recipe:
         """Builds a Recipe, rejecting unknown keys.
 
         Raises:
-            ValueError: A key that is not a field; the message lists the closest fields.
+            ValueError: A key that is not a field (closest fields listed) or a bad value.
         """
-        names = cls.field_names()
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            key = unknown[0]
-            hint = closest_matches(key, names)
-            raise ValueError(
-                f"Unknown recipe field; Received: {key!r}."
-                + (f" Did you mean: {', '.join(hint)}?" if hint else "")
-                + f" Valid fields: {', '.join(names)}"
-            )
-        values = dict(values)
-        if isinstance(values.get("dense_units"), list):
-            values["dense_units"] = tuple(values["dense_units"])
+        cls.check_field_names(values)
         return cls(**values)
+
+    @classmethod
+    def preset(cls, name: str = "default", **changes) -> Recipe:
+        """A named recipe (see `PRESETS`) with `changes` applied on top.
+
+        Example:
+            >>> Recipe.preset("fine-tune", epochs=4).head_epochs
+            2
+        """
+        if name not in PRESETS:
+            raise v.unknown("preset", name, PRESETS, arg="preset")
+        return cls.from_dict({**PRESETS[name], **changes})
 
     def replace(self, **changes) -> Recipe:
         """A copy with some fields changed (unknown names rejected as in `from_dict`)."""
-        return Recipe.from_dict({**self.to_dict(), **changes})
+        self.check_field_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def diff(self, other: Recipe) -> dict:
+        """`{field: (self value, other value)}` for every field that differs."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
     def to_dict(self) -> dict:
-        """Plain JSON-friendly dict."""
+        """Plain JSON dict (tuples as lists)."""
         d = dataclasses.asdict(self)
         d["dense_units"] = list(self.dense_units)
         return d
 
+    def to_json(self) -> str:
+        """Strict JSON (no NaN), indented."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
     def save(self, path) -> Path:
-        """Writes the recipe as JSON."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
-        return path
+        """Writes the recipe as JSON (atomically)."""
+        from .run import atomic_write_text
+
+        return atomic_write_text(Path(path), self.to_json())
 
     @classmethod
     def load(cls, path) -> Recipe:
         """Reads a recipe written by `save` (e.g. a run folder's `recipe.json`).
 
+        Raises:
+            ValueError: Missing file, invalid JSON, unknown fields or bad values.
+
         Example:
             >>> recipe = Recipe.load("runs/digits/recipe.json")
-            >>> recipes.train(recipe.backbone, recipe.dataset, recipe=recipe)
+            >>> recipes.train(recipe=recipe)
         """
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"Recipe file not found; Received: {str(path)!r}")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Recipe file is not valid JSON ({exc}); Received: {str(path)!r}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"Recipe file must hold a JSON object; Received: {str(path)!r}")
+        return cls.from_dict(values)
 
     def build_kwargs(self) -> dict:
-        """The keyword arguments `build_classifier` takes from this recipe."""
-        kwargs = {name: getattr(self, name) for name in _BUILD_FIELDS}
-        if self.augment_placement == "data":
+        """The keyword arguments `build_classifier` takes from this recipe (augmentation as a
+        seeded layer when it runs in the model, so runs repeat exactly)."""
+        kwargs = {name: getattr(self, name) for name in BUILD_FIELDS}
+        kwargs["image_size"] = self.image_size
+        if self.augment_placement == "data" or self.augmentation is None:
             kwargs["augmentation"] = None
+        else:
+            kwargs["augmentation"] = self.augmentation_layer()
         return kwargs
+
+    def augmentation_layer(self):
+        """The seeded augmentation layer this recipe describes (None without augmentation)."""
+        if self.augmentation is None:
+            return None
+        from .augment import augmentation
+
+        return augmentation(self.augmentation, seed=self.seed, flip=self.flip)
+
+
+#: Fields of Recipe that go to build_classifier.
+BUILD_FIELDS = (
+    "image_size", "weights", "pooling", "dropout", "dense_units", "l1", "l2", "augmentation",
+    "alpha", "bn_momentum", "head_batchnorm", "regularize_backbone", "drop_connect_rate",
+)

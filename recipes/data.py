@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Data", "load_data", "DEFAULT_DATASET", "describe_source"]
+__all__ = ["Data", "load_data", "DEFAULT_DATASET", "describe_source", "read_idx"]
 
 #: The embedded default: scikit-learn's bundled 8x8 digits (1,797 real images, offline).
 DEFAULT_DATASET = "digits"
@@ -213,7 +213,17 @@ def _digits():
     return x, digits.target.astype(np.int32), [str(n) for n in digits.target_names]
 
 
-def _read_idx(path: Path):
+def read_idx(path) -> np.ndarray:
+    """Reads an IDX file of uint8 data (MNIST layout, optionally gzipped) into an array.
+
+    Raises:
+        ValueError: Not an IDX file of uint8 data.
+
+    Example:
+        >>> read_idx("mnist/t10k-labels-idx1-ubyte.gz").shape
+        (10000,)
+    """
+    path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         raw = f.read()
@@ -245,7 +255,7 @@ def _idx(folder):
         )
 
     def load(p):
-        x, y = _read_idx(p[0]), _read_idx(p[1]).astype(np.int32)
+        x, y = read_idx(p[0]), read_idx(p[1]).astype(np.int32)
         if len(x) != len(y):
             raise ValueError(f"{p[0].name} has {len(x)} images but {p[1].name} has {len(y)} labels")
         return x[..., None], y

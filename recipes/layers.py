@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["ToRGB", "Resize", "BackbonePreprocessing", "InferenceModeBackbone"]
+__all__ = ["ToRGB", "Resize", "BackbonePreprocessing", "Backbone", "InferenceModeBackbone"]
 
 # The constants keras.applications.imagenet_utils uses, so outputs match preprocess_input exactly.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -97,13 +97,55 @@ class BackbonePreprocessing(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="recipes")
-class InferenceModeBackbone(keras.layers.Layer):
-    """Runs a backbone with `training=False` always, so BatchNorm keeps its moving statistics.
+class Backbone(keras.layers.Layer):
+    """The backbone of a classifier: one named, findable sub-model (keras-hub's `task.backbone`).
 
-    Keras 3 functional models pass the outer `training` flag to every layer they call, overriding
-    a `training=False` written at graph-construction time, and `backbone.trainable = True` makes
-    BatchNorm layers trainable again. Wrapping the backbone makes inference-mode BatchNorm survive
-    both: its weights can still be unfrozen and trained (fine-tuning), its statistics never move.
+    `build_classifier` always puts the keras.applications model inside this layer, named
+    `"backbone"`; `recipes.find_backbone(model)` returns `model.get_layer("backbone").backbone`,
+    whose `.name` is the registry name. With `bn_inference=True` the backbone always runs with
+    `training=False`, so BatchNorm keeps its moving statistics: Keras 3 functional models pass the
+    outer `training` flag to every layer, overriding a `training=False` written at construction,
+    and `backbone.trainable = True` makes BatchNorm trainable again; the wrapper survives both, so
+    weights can be unfrozen and fine-tuned while the statistics never move.
+
+    Args:
+        backbone: The (built) backbone model.
+        bn_inference: Run the backbone in inference mode always (default False: follow the
+            outer `training` flag, as a from-scratch backbone must).
+
+    Example:
+        >>> x = Backbone(keras.applications.MobileNet(weights=None, include_top=False),
+        ...              bn_inference=True, name="backbone")(x)
+    """
+
+    def __init__(self, backbone, bn_inference=False, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.bn_inference = bool(bn_inference)
+
+    def call(self, inputs, training=None):
+        return self.backbone(inputs, training=False if self.bn_inference else training)
+
+    def compute_output_shape(self, input_shape):
+        return self.backbone.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "bn_inference": self.bn_inference,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        return cls(backbone, **config)
+
+
+@keras.saving.register_keras_serializable(package="recipes")
+class InferenceModeBackbone(Backbone):
+    """`Backbone` with `bn_inference=True` fixed: BatchNorm always in inference mode.
 
     Args:
         backbone: The (built) backbone model.
@@ -113,23 +155,8 @@ class InferenceModeBackbone(keras.layers.Layer):
     """
 
     def __init__(self, backbone, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
-
-    def call(self, inputs, training=None):
-        return self.backbone(inputs, training=False)
-
-    def compute_output_shape(self, input_shape):
-        return self.backbone.compute_output_shape(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), "backbone": keras.saving.serialize_keras_object(self.backbone)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
-        return cls(backbone, **config)
+        kwargs.pop("bn_inference", None)
+        super().__init__(backbone, bn_inference=True, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="recipes")

@@ -8,16 +8,17 @@ weights, and how its layers group into named blocks (for fine-tuning by block na
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import re
+
+from . import validation as v
+from .validation import closest_matches  # noqa: F401  (kept importable from here)
 
 __all__ = [
     "PREPROCESSING_MODES",
     "BackboneSpec",
     "backbone_info",
     "list_backbones",
-    "closest_matches",
 ]
 
 #: caffe: RGB->BGR and ImageNet mean subtraction, no scaling; tf: x/127.5 - 1;
@@ -202,15 +203,6 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def closest_matches(name: str, choices, n: int = 3) -> list[str]:
-    """The `n` choices closest to `name` (difflib), best first."""
-    choices = list(choices)
-    matches = difflib.get_close_matches(str(name).lower(), choices, n=n, cutoff=0.4)
-    if not matches:  # a prefix such as "efficient" is still a useful hint
-        matches = [c for c in choices if c.startswith(str(name).lower()[:4])][:n]
-    return matches
-
-
 def backbone_info(name: str) -> BackboneSpec:
     """Looks up a backbone's spec by registry or Keras name.
 
@@ -235,7 +227,7 @@ def backbone_info(name: str) -> BackboneSpec:
     key = _ALIASES.get(key.replace("_", ""), key) if key not in _REGISTRY else key
     if key in _REGISTRY:
         return _REGISTRY[key]
-    hint = closest_matches(key, _REGISTRY)
+    hint = v.closest_matches(key, _REGISTRY)
     hint = f" Did you mean: {', '.join(hint)}?" if hint else ""
     raise ValueError(
         f"Unknown backbone; Received: backbone={name!r}.{hint} "

@@ -5,29 +5,31 @@ Layers: `fine_tune` is built on `train`, which is built on `keras.Model.fit`.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
-import json
-import numbers
-import shutil
 import time
 from pathlib import Path
 
 from callbacks import SCHEDULE_NAMES
 
-from .config import Recipe
+from . import validation as v
+from .config import BUILD_FIELDS, CUSTOM_PREFIX, DEFAULT_LEARNING_RATES, Recipe
 from .data import Data, describe_source, load_data
-from .registry import closest_matches
+from .run import RunFolder
 
-__all__ = ["Result", "train", "make_optimizer", "compile_classifier", "plot_curves", "OPTIMIZERS", "SCHEDULES"]
+__all__ = [
+    "Result", "train", "make_optimizer", "compile_classifier", "merge_overrides", "prepare_data",
+    "build_from_recipe", "OPTIMIZERS", "SCHEDULES", "NO_DECAY_NAMES",
+]
 
 #: LR schedule names `train(schedule=...)` accepts (built by `callbacks.make_schedule`).
 SCHEDULES = SCHEDULE_NAMES
 
-#: Optimizer names and their default learning rates.
-# Tuned for from-scratch training with warmup + cosine (the default recipe); fine-tuning passes
-# its own, lower rates.
-OPTIMIZERS = {"sgd": 0.1, "adam": 5e-3, "adamw": 5e-3, "rmsprop": 1e-3, "adagrad": 0.05, "nadam": 5e-3}
+#: Optimizer names and their from-scratch default learning rates (decided in `recipes.config`).
+OPTIMIZERS = DEFAULT_LEARNING_RATES
+
+#: Variables whose names contain one of these get no weight decay (biases, BatchNorm scale/shift).
+NO_DECAY_NAMES = ("bias", "gamma", "beta")
 
 
 @dataclasses.dataclass
@@ -69,29 +71,27 @@ def make_optimizer(name="adam", learning_rate=None, *, weight_decay=0.0, momentu
     """
     import keras
 
-    if name not in OPTIMIZERS:
-        hint = closest_matches(str(name), OPTIMIZERS)
-        raise ValueError(
-            f"Unknown optimizer; Received: optimizer={name!r}."
-            + (f" Did you mean: {', '.join(hint)}?" if hint else "")
-            + f" Allowed: {', '.join(OPTIMIZERS)}"
-        )
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a number >= 0; Received: weight_decay={weight_decay!r}")
+    v.check_choice("optimizer", name, tuple(OPTIMIZERS))
+    v.check_number("weight_decay", weight_decay, 0)
     if learning_rate is None:
         learning_rate = OPTIMIZERS[name]
     wd = {"weight_decay": weight_decay} if weight_decay else {}
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True, **wd)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate, **wd)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay or 1e-4)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, momentum=momentum, **wd)
-    if name == "adagrad":
-        return keras.optimizers.Adagrad(learning_rate, **wd)
-    return keras.optimizers.Nadam(learning_rate, **wd)
+        opt = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True, **wd)
+    elif name == "adam":
+        opt = keras.optimizers.Adam(learning_rate, **wd)
+    elif name == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay or 1e-4)
+    elif name == "rmsprop":
+        opt = keras.optimizers.RMSprop(learning_rate, momentum=momentum, **wd)
+    elif name == "adagrad":
+        opt = keras.optimizers.Adagrad(learning_rate, **wd)
+    else:
+        opt = keras.optimizers.Nadam(learning_rate, **wd)
+    if opt.weight_decay:
+        # Decaying biases and BatchNorm scale/shift only hurts (timm and fastai exclude them).
+        opt.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
+    return opt
 
 
 def compile_classifier(model, num_classes, *, optimizer, label_smoothing=0.0, mixing=False):
@@ -121,64 +121,29 @@ def compile_classifier(model, num_classes, *, optimizer, label_smoothing=0.0, mi
     return model
 
 
-def _check(recipe: Recipe, *, from_name=True):
-    """Validates the recipe before anything is built."""
-    def num(name, lo=0.0, hi=None, allow_none=False, integer=False):
-        v = getattr(recipe, name)
-        if v is None and allow_none:
-            return
-        ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
-        ok = ok and (isinstance(v, numbers.Integral) or not integer)
-        ok = ok and v >= lo and (hi is None or v < hi)
-        if not ok:
-            kind = "an int" if integer else "a number"
-            bound = f" in [{lo}, {hi})" if hi is not None else f" >= {lo}"
-            raise ValueError(f"{name} must be {kind}{bound}; Received: {name}={v!r}")
+def merge_overrides(model_or_backbone, recipe, named: dict, keywords: dict, *, base=None) -> Recipe:
+    """The Recipe a call runs: `recipe` (default `base`, else `Recipe()`) with the call's arguments.
 
-    from .registry import backbone_info
+    Named parameters left at None mean "from the recipe"; keyword fields were passed on purpose,
+    None included (`augmentation=None`, `patience=None`). The backbone comes from a name, or from
+    a built model's backbone (`custom:<name>` for a model not built by `build_classifier`).
 
-    if from_name:
-        backbone_info(recipe.backbone)  # unknown names fail here, before any data is loaded
-    num("epochs", 1, integer=True)
-    num("batch_size", 1, integer=True)
-    num("warmup_epochs", 0, integer=True)
-    num("label_smoothing", 0, 1)
-    num("mixup", 0)
-    num("cutmix", 0)
-    num("weight_decay", 0)
-    num("patience", 0, integer=True, allow_none=True)
-    num("head_epochs", 0, integer=True)
-    if recipe.learning_rate is not None:
-        num("learning_rate", 1e-12)
-    if recipe.optimizer not in OPTIMIZERS:
-        make_optimizer(recipe.optimizer)  # raises the clear error
-    if recipe.schedule is not None and recipe.schedule not in SCHEDULES:
-        hint = closest_matches(str(recipe.schedule), SCHEDULES)
-        raise ValueError(
-            f"Unknown schedule; Received: schedule={recipe.schedule!r}."
-            + (f" Did you mean: {', '.join(hint)}?" if hint else "")
-            + f" Allowed: {', '.join(SCHEDULES)} or None"
-        )
-    if recipe.augment_placement not in ("model", "data"):
-        raise ValueError(
-            f"augment_placement must be 'model' or 'data'; Received: {recipe.augment_placement!r}"
-        )
-
-
-def _recipe_from(model_or_backbone, recipe, overrides, explicit=()):
+    Raises:
+        ValueError: Unknown fields (closest listed), bad values, build options given with a built
+            model, or something that is neither a name nor a model.
+    """
     import keras
 
-    recipe = recipe or Recipe()
-    unknown = [k for k in overrides if k not in Recipe.field_names()]
-    if unknown:
-        Recipe.from_dict({unknown[0]: None})  # raises with the closest field names
-    # Named parameters default to None ("from the recipe"); keyword fields were passed on
-    # purpose, None included (augmentation=None, patience=None).
-    given = {k: v for k, v in overrides.items() if v is not None or k in explicit}
+    recipe = recipe if recipe is not None else (base if base is not None else Recipe())
+    Recipe.check_field_names(keywords)
+    given = {k: v for k, v in named.items() if v is not None}
+    given.update(keywords)
     if isinstance(model_or_backbone, str):
         given["backbone"] = model_or_backbone
     elif isinstance(model_or_backbone, keras.Model):
-        built = [k for k in given if k in Recipe().build_kwargs()]
+        built = [k for k in given if k in BUILD_FIELDS]
+        if "augmentation" in built and given.get("augment_placement", recipe.augment_placement) == "data":
+            built.remove("augmentation")  # runs in the data pipeline, not in the model
         if built:
             raise ValueError(
                 f"Build options {built} only apply when training from a backbone name; "
@@ -189,8 +154,8 @@ def _recipe_from(model_or_backbone, recipe, overrides, explicit=()):
         try:
             given["backbone"] = find_backbone(model_or_backbone).name
         except ValueError:
-            given["backbone"] = model_or_backbone.name
-    else:
+            given["backbone"] = f"{CUSTOM_PREFIX}{model_or_backbone.name}"
+    elif model_or_backbone is not None:
         raise ValueError(
             "model_or_backbone must be a backbone name or a keras.Model; "
             f"Received: {type(model_or_backbone).__name__}"
@@ -198,16 +163,39 @@ def _recipe_from(model_or_backbone, recipe, overrides, explicit=()):
     return recipe.replace(**given)
 
 
-def _default_image_size(recipe: Recipe, input_shape):
-    """Small images trained from scratch don't need the ImageNet resolution."""
-    from .registry import backbone_info
+def prepare_data(recipe: Recipe, data, *, batch_size_given=False, data_dir=None):
+    """Loads `data` (a `Data`, a source, or None: the recipe's dataset) with the recipe's splits.
 
-    spec = backbone_info(recipe.backbone)
-    if recipe.image_size is not None:
-        return recipe.image_size
-    if recipe.weights is None and max(input_shape[:2]) <= 64:
-        return max(spec.min_size, 32)
-    return spec.default_size
+    Returns:
+        `(recipe, data)`: the recipe now records the data's source and batch size, so
+        `recipe.json` redoes this run.
+
+    Raises:
+        ValueError: An explicit `batch_size` that differs from a given Data's.
+    """
+    if data is None:
+        data = recipe.dataset
+    if not isinstance(data, Data):
+        data = load_data(
+            data, batch_size=recipe.batch_size, validation_split=recipe.validation_split,
+            test_split=recipe.test_split, seed=recipe.seed, data_dir=data_dir,
+        )
+    if data.batch_size != recipe.batch_size and batch_size_given:
+        raise ValueError(
+            f"batch_size={recipe.batch_size} differs from the batch size the Data was loaded "
+            f"with ({data.batch_size}); pass a source instead of a Data, or reload it"
+        )
+    recipe = recipe.replace(dataset=data.source or describe_source(data), batch_size=data.batch_size)
+    return recipe, data
+
+
+def build_from_recipe(recipe: Recipe, data: Data, **build_kwargs):
+    """`build_classifier` with the recipe's options for `data`'s classes and image shape."""
+    from .builder import build_classifier
+
+    kwargs = {**recipe.build_kwargs(), **build_kwargs}
+    kwargs["image_size"] = recipe.image_size_for(data.input_shape)
+    return build_classifier(recipe.backbone, data.num_classes, input_shape=data.input_shape, **kwargs)
 
 
 def train(
@@ -262,90 +250,48 @@ def train(
     """
     import keras
 
-    if model_or_backbone is None:
-        model_or_backbone = kwargs.pop("backbone", None) or (recipe or Recipe()).backbone
-    recipe = _recipe_from(
-        model_or_backbone,
-        recipe,
-        dict(kwargs, epochs=epochs, optimizer=optimizer, learning_rate=learning_rate,
+    import callbacks as cb
+
+    recipe = merge_overrides(
+        model_or_backbone, recipe,
+        dict(epochs=epochs, optimizer=optimizer, learning_rate=learning_rate,
              label_smoothing=label_smoothing, seed=seed),
-        explicit=set(kwargs),
+        kwargs,
     )
-    _check(recipe, from_name=isinstance(model_or_backbone, str))
-    if data is None:
-        data = recipe.dataset
-    if not isinstance(data, Data):
-        data = load_data(
-            data, batch_size=recipe.batch_size, validation_split=recipe.validation_split,
-            test_split=recipe.test_split, seed=recipe.seed,
-        )
-    if data.batch_size != recipe.batch_size:
-        if "batch_size" in kwargs:
-            raise ValueError(
-                f"batch_size={recipe.batch_size} differs from the batch size the Data was loaded "
-                f"with ({data.batch_size}); pass a source instead of a Data, or reload it"
-            )
-        recipe = recipe.replace(batch_size=data.batch_size)  # recipe.json must redo this run
-    recipe = recipe.replace(dataset=data.source or describe_source(data))
-    if isinstance(model_or_backbone, str):
-        recipe = recipe.replace(image_size=_default_image_size(recipe, data.input_shape))
-    run_dir = Path(out) if out is not None else None
+    recipe, data = prepare_data(recipe, data, batch_size_given="batch_size" in kwargs)
+    if isinstance(model_or_backbone, keras.Model):
+        model = model_or_backbone
+    else:
+        recipe = recipe.replace(image_size=recipe.image_size_for(data.input_shape))
+        model = None
+    run = RunFolder(out) if out is not None else None
     if strategy is None:
         strategy = _default_strategy()
 
     keras.utils.set_random_seed(recipe.seed)
-    from callbacks import make_schedule
-
-    with _scope(strategy):
-        if isinstance(model_or_backbone, keras.Model):
-            model = model_or_backbone
-        else:
-            from .builder import build_classifier
-
-            kwargs = recipe.build_kwargs()
-            if kwargs["augmentation"] is not None:  # a seeded layer, so runs repeat exactly
-                kwargs["augmentation"] = _augmentation_layer(recipe)
-            model = build_classifier(
-                recipe.backbone, data.num_classes, input_shape=data.input_shape, **kwargs
-            )
-        lr = recipe.learning_rate or OPTIMIZERS[recipe.optimizer]
-        schedule = make_schedule(
-            recipe.schedule or "constant", lr, epochs=recipe.epochs,
-            steps_per_epoch=data.steps_per_epoch,
-            # The default 1-epoch warmup must not forbid a 1-epoch run: warmup leaves >= 1 epoch.
-            warmup_epochs=min(recipe.warmup_epochs, recipe.epochs - 1),
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if model is None:
+            model = build_from_recipe(recipe, data)
+        schedule = cb.make_schedule(
+            recipe.schedule or "constant", recipe.peak_learning_rate, epochs=recipe.epochs,
+            steps_per_epoch=data.steps_per_epoch, warmup_epochs=recipe.effective_warmup_epochs,
         )
         opt = make_optimizer(
             recipe.optimizer, schedule, weight_decay=recipe.weight_decay, momentum=recipe.momentum
         )
-        mixing = bool(recipe.mixup or recipe.cutmix)
         compile_classifier(
             model, data.num_classes, optimizer=opt, label_smoothing=recipe.label_smoothing,
-            mixing=mixing,
+            mixing=bool(recipe.mixup or recipe.cutmix),
         )
-    train_ds = _train_pipeline(data, recipe, model)
-    cbs = list(callbacks) + _run_callbacks(
-        recipe, run_dir, has_validation=data.validation is not None
-    )
-    if recipe.schedule == "onecycle" and recipe.optimizer != "adagrad":
-        from callbacks import OneCycle
-
-        # The schedule drives the LR; this callback cycles momentum inversely (fastai).
-        warm = min(recipe.warmup_epochs, recipe.epochs - 1)
-        cbs.append(OneCycle(
-            lr, recipe.epochs, steps_per_epoch=data.steps_per_epoch,
-            pct_start=warm / recipe.epochs if warm else 0.25,  # in phase with make_schedule's LR
-        ))
+    cbs = list(callbacks) + _run_callbacks(recipe, run, data)
     start = time.time()
     history = model.fit(
-        train_ds, validation_data=data.validation, epochs=recipe.epochs, callbacks=cbs,
-        verbose=verbose, shuffle=False,  # the pipeline already reshuffles every epoch
+        _train_pipeline(data, recipe), validation_data=data.validation, epochs=recipe.epochs,
+        callbacks=cbs, verbose=verbose, shuffle=False,  # the pipeline reshuffles every epoch
     )
     seconds = time.time() - start
     if recipe.precise_bn and _has_training_bn(model):
-        from callbacks import recompute_bn_statistics
-
-        recompute_bn_statistics(
+        cb.recompute_bn_statistics(
             model, data.train_pipeline(recipe.seed), num_batches=min(50, data.steps_per_epoch)
         )
     metrics = {"epochs": len(history.epoch), "train_seconds": round(seconds, 1)}
@@ -353,10 +299,13 @@ def train(
         scores = model.evaluate(data.test, return_dict=True, verbose=0)
         metrics.update({f"test_{k}": float(v) for k, v in scores.items()})
     hist = {k: [float(x) for x in v] for k, v in history.history.items()}
-    if run_dir is not None:
-        hist = _write_run(run_dir, model, recipe, metrics, hist)
+    if run is not None:
+        if run.history_path.is_file():
+            hist = run.history()  # history.csv spans a resumed run, not just this process's part
         metrics["epochs"] = len(next(iter(hist.values()), []))
-    return Result(model=model, history=hist, metrics=metrics, run_dir=run_dir, recipe=recipe)
+        run.finish(model, recipe, metrics, hist)
+    return Result(model=model, history=hist, metrics=metrics, run_dir=run.path if run else None,
+                  recipe=recipe)
 
 
 def _default_strategy():
@@ -366,36 +315,23 @@ def _default_strategy():
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else None
 
 
-class _scope:
-    def __init__(self, strategy):
-        self.strategy = strategy
-        self.ctx = None
-
-    def __enter__(self):
-        if self.strategy is not None:
-            self.ctx = self.strategy.scope()
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            return self.ctx.__exit__(*exc)
-
-
 def _has_training_bn(model):
     import keras
 
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    from .compat import flatten_layers
+
+    for layer in flatten_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
             return True
     return False
 
 
-def _train_pipeline(data: Data, recipe: Recipe, model):
+def _train_pipeline(data: Data, recipe: Recipe):
     ds = data.train_pipeline(recipe.seed)
     if recipe.augmentation and recipe.augment_placement == "data":
         from .augment import apply_augmentation
 
-        ds = apply_augmentation(ds, _augmentation_layer(recipe))
+        ds = apply_augmentation(ds, recipe.augmentation_layer())
     if recipe.mixup or recipe.cutmix:
         from .mixing import mix_batches
 
@@ -405,80 +341,17 @@ def _train_pipeline(data: Data, recipe: Recipe, model):
     return ds
 
 
-def _augmentation_layer(recipe: Recipe):
-    from .augment import augmentation
-
-    return augmentation(recipe.augmentation, seed=recipe.seed, flip=recipe.flip)
-
-
-def _run_callbacks(recipe: Recipe, run_dir: Path | None, *, has_validation=True):
+def _run_callbacks(recipe: Recipe, run: RunFolder | None, data: Data):
     import keras
 
     import callbacks as cb
 
     # The LR logger runs before CSVLogger so history.csv records the rate each epoch used.
     out = [cb.LearningRateLogger(), cb.terminate_on_nan()]
-    if recipe.patience and has_validation:  # early stopping watches val_loss
+    if recipe.patience and data.validation is not None:  # early stopping watches val_loss
         out.append(cb.early_stopping(patience=recipe.patience))
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        backup = run_dir / "backup"
-        resuming = backup.is_dir() and any(backup.iterdir())
-        if not resuming and (run_dir / "history.csv").exists():
-            (run_dir / "history.csv").unlink()  # a finished earlier run: start its record anew
-        out.append(cb.backup(backup))
-        out.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming))
+    if run is not None:
+        resuming = run.start()
+        out.append(cb.backup(run.backup_dir))
+        out.append(keras.callbacks.CSVLogger(str(run.history_path), append=resuming))
     return out
-
-
-def _read_history(path: Path) -> dict:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    keys = [k for k in (rows[0].keys() if rows else []) if k != "epoch"]
-    return {k: [float(r[k]) for r in rows] for k in keys}
-
-
-def _write_run(run_dir: Path, model, recipe: Recipe, metrics: dict, hist: dict) -> dict:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model.save(run_dir / "model.keras")
-    recipe.save(run_dir / "recipe.json")
-    if (run_dir / "history.csv").exists():
-        hist = _read_history(run_dir / "history.csv")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(hist, run_dir / "curves.png")
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    return hist
-
-
-def plot_curves(history: dict, path, *, marks=None) -> Path:
-    """Writes loss and accuracy per epoch (train and validation) as a PNG.
-
-    Args:
-        history: Per-epoch logs as lists.
-        path: Destination PNG.
-        marks: Optional `{epoch: label}` drawn as vertical lines (e.g. where fine-tuning began).
-
-    Returns:
-        The path written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        for name, style in ((key, "-"), (f"val_{key}", "--")):
-            if name in history and history[name]:
-                epochs = range(1, len(history[name]) + 1)
-                ax.plot(epochs, history[name], style, marker="o", ms=3, label=name)
-        for epoch, label in (marks or {}).items():
-            ax.axvline(epoch + 0.5, color="grey", ls=":", label=label)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)

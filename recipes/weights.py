@@ -33,9 +33,9 @@ def keras_cache_dir() -> Path:
     Keras reads `KERAS_HOME` once, at import (default `~/.keras`), and falls back to
     `/tmp/.keras` when that folder is not writable; this follows the same rules.
     """
-    from keras.src.backend import config
+    from .compat import keras_home
 
-    base = os.path.expanduser(config.keras_home())
+    base = os.path.expanduser(keras_home())
     if not os.access(base, os.W_OK):
         base = os.path.join("/tmp", ".keras")
     return Path(base) / "models"
@@ -51,18 +51,13 @@ class _FileRequest(Exception):
 def _intercept_get_file():
     # keras.applications call file_utils.get_file(fname, origin, ...); intercepting it gives the
     # exact file name Keras would download, without touching the network.
-    from keras.src.utils import file_utils
-
-    original = file_utils.get_file
+    from .compat import intercept_get_file
 
     def fake(fname=None, origin=None, *args, **kwargs):
         raise _FileRequest(fname or os.path.basename(origin), origin)
 
-    file_utils.get_file = fake
-    try:
+    with intercept_get_file(fake):
         yield
-    finally:
-        file_utils.get_file = original
 
 
 def imagenet_weights_file(backbone, *, alpha=None, image_size=None) -> tuple[str, str]:
@@ -196,20 +191,34 @@ def build_backbone(spec, input_shape, *, weights=None, alpha=None, pooling=None)
 def find_backbone(model):
     """Returns the backbone sub-model of a classifier built by `build_classifier`.
 
+    Every such classifier holds its backbone in a `recipes.layers.Backbone` layer named
+    `"backbone"` (by construction, not by guessing); a bare registry backbone is returned as is.
+
+    Returns:
+        The backbone `keras.Model`; its `.name` is the registry name.
+
     Raises:
-        ValueError: The model holds no registered backbone.
+        ValueError: The model holds no such layer.
+
+    Example:
+        >>> recipes.find_backbone(recipes.build_classifier("mobilenet", 3)).name
+        'mobilenet'
     """
+    from .builder import BACKBONE_LAYER
+    from .layers import Backbone
     from .registry import list_backbones
 
-    names = set(list_backbones())
-    if model.name in names and hasattr(model, "layers"):
+    if model.name in set(list_backbones()) and hasattr(model, "layers"):
         return model
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if layer.name in names and hasattr(layer, "layers"):
-            return layer
+    try:
+        layer = model.get_layer(BACKBONE_LAYER)
+    except (ValueError, AttributeError):
+        layer = None
+    if isinstance(layer, Backbone):
+        return layer.backbone
     raise ValueError(
-        f"Model {model.name!r} holds no backbone from the registry; expected a nested model named "
-        "after a registry entry, as recipes.build_classifier makes."
+        f"Model {getattr(model, 'name', model)!r} holds no backbone: expected a "
+        f"recipes.layers.Backbone layer named {BACKBONE_LAYER!r}, as recipes.build_classifier makes."
     )
 
 

@@ -1,0 +1,169 @@
+"""Every use of Keras private API in keras-recipes, in one place, on a pinned Keras range.
+
+Keras 3 has no public way to do these few things; each function names what it touches, and
+`tests/test_compat.py` has one test per function, so a Keras upgrade that breaks one fails there
+first, with the function's name. Nothing else in `recipes/` or `callbacks/` may touch
+`keras.src` or an underscore attribute of a Keras object. `setup.cfg` pins `keras` to
+`KERAS_RANGE`, the range the test suite passes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+__all__ = [
+    "KERAS_RANGE",
+    "keras_home",
+    "intercept_get_file",
+    "flatten_layers",
+    "child_layers",
+    "learning_rate_slot",
+    "set_learning_rate_slot",
+    "optimizer_var_key",
+    "optimizer_tracks",
+    "multi_optimizer_parts",
+    "set_iterations",
+    "set_saved_optimizer",
+    "accept_trainable_state",
+    "set_metric_direction",
+]
+
+#: The Keras versions this package is tested on (also in setup.cfg's install_requires).
+KERAS_RANGE = ">=3.15,<3.16"
+
+
+def keras_home() -> str:
+    """Keras' base folder (`$KERAS_HOME`, read once at import; default `~/.keras`).
+
+    Touches: `keras.src.backend.config.keras_home` (no public accessor).
+    """
+    from keras.src.backend import config
+
+    return config.keras_home()
+
+
+@contextlib.contextmanager
+def intercept_get_file(replacement):
+    """Replaces the `get_file` that `keras.applications` call, for the duration of the block.
+
+    `keras.applications` builders call `keras.src.utils.file_utils.get_file(fname, origin, ...)`;
+    swapping it tells which file a builder would download, without any network.
+
+    Touches: `keras.src.utils.file_utils.get_file`.
+    """
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+    file_utils.get_file = replacement
+    try:
+        yield
+    finally:
+        file_utils.get_file = original
+
+
+def flatten_layers(layer, *, include_self=False) -> list:
+    """Every layer below `layer`, recursively, including layers held by custom (non-Model)
+    layers such as `InferenceModeBackbone`, which `.layers` does not list.
+
+    Touches: `Layer._flatten_layers`.
+    """
+    return list(layer._flatten_layers(include_self=include_self, recursive=True))
+
+
+def child_layers(layer) -> list:
+    """The layers directly tracked by `layer` (its `.layers` for models, plus those held by
+    attributes of custom layers).
+
+    Touches: `Layer._layers`.
+    """
+    return list(getattr(layer, "_layers", []))
+
+
+def learning_rate_slot(optimizer):
+    """What the optimizer holds as its learning rate: a `keras.Variable` or a schedule.
+
+    Touches: `Optimizer._learning_rate` (`optimizer.learning_rate` evaluates a schedule).
+    """
+    return getattr(optimizer, "_learning_rate", None)
+
+
+def set_learning_rate_slot(optimizer, value):
+    """Puts `value` (a variable or schedule) in the optimizer's learning-rate slot, untracked.
+
+    Touches: `Optimizer._learning_rate`; `object.__setattr__` keeps Keras from tracking the
+    value (tracking would change the optimizer's variable list).
+    """
+    object.__setattr__(optimizer, "_learning_rate", value)
+
+
+def optimizer_var_key(optimizer, variable):
+    """The key an optimizer files a variable under.
+
+    Touches: `Optimizer._var_key`.
+    """
+    return optimizer._var_key(variable)
+
+
+def optimizer_tracks(optimizer, variables) -> bool:
+    """True when a built optimizer already has state for every variable in `variables`.
+
+    Touches: `Optimizer._trainable_variables_indices`, `Optimizer._var_key`.
+    """
+    known = getattr(optimizer, "_trainable_variables_indices", None)
+    if known is None:
+        return False
+    return all(optimizer._var_key(v) in known for v in variables)
+
+
+def multi_optimizer_parts(optimizer, variable=None):
+    """A `keras.optimizers.MultiOptimizer`'s sub-optimizers, or the one a variable routes to.
+
+    Args:
+        optimizer: A built MultiOptimizer.
+        variable: Optional; then the sub-optimizer for it is returned (None when unrouted).
+
+    Touches: `MultiOptimizer._inner_optimizers`, `MultiOptimizer._var_to_optimizer_idx`.
+    """
+    parts = list(optimizer._inner_optimizers)
+    if variable is None:
+        return parts
+    index = optimizer._var_to_optimizer_idx.get(optimizer._var_key(variable))
+    return None if index is None else parts[index]
+
+
+def set_iterations(optimizer, value):
+    """Sets an optimizer's step counter (so schedules of late-unfrozen groups stay in step).
+
+    Touches: `Optimizer._iterations` (`iterations` is read-only).
+    """
+    optimizer._iterations.assign(value)
+
+
+def set_saved_optimizer(model, optimizer):
+    """Makes `model.save` record `optimizer` after it was swapped in after `compile`.
+
+    Touches: `Model._compile_config` (what `model.save` writes as the compile arguments).
+    """
+    if getattr(model, "_compile_config", None) is not None:
+        model._compile_config.config["optimizer"] = optimizer
+
+
+def accept_trainable_state(model):
+    """Tells Keras the current trainable flags are the compiled ones (after a callback made more
+    layers trainable and rebuilt the train function), so it does not warn at every epoch.
+
+    Touches: `Model._compiled_trainable_state`, `Layer._flatten_layers`.
+    """
+    if hasattr(model, "_compiled_trainable_state"):
+        model._compiled_trainable_state = {
+            layer: layer.trainable for layer in model._flatten_layers()
+        }
+
+
+def set_metric_direction(metric, direction: str):
+    """Marks a custom metric as better `"up"` or `"down"`, which KerasTuner reads to infer an
+    objective's direction.
+
+    Touches: `Metric._direction`.
+    """
+    metric._direction = direction

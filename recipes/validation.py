@@ -1,0 +1,217 @@
+"""Argument checks shared by every entry point, with Keras-style messages.
+
+Every check raises `ValueError` saying what was wrong, what was received and what is allowed:
+"epochs must be an int >= 1; Received: epochs=0". Unknown names list the closest matches. This is
+the only module that words such errors; the Recipe, the builder, the tuner and the CLI call it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import re
+
+__all__ = [
+    "closest_matches",
+    "unknown",
+    "check_choice",
+    "check_number",
+    "check_int",
+    "check_rate",
+    "check_bool",
+    "check_json_value",
+    "parse_unfreeze_policy",
+]
+
+
+def closest_matches(name, choices, n: int = 3) -> list[str]:
+    """The `n` choices closest to `name` (difflib), best first.
+
+    Example:
+        >>> closest_matches("resnet5", ["resnet50", "resnet101", "vgg16"])
+        ['resnet50', 'resnet101']
+    """
+    choices = [str(c) for c in choices]
+    text = str(name).lower()
+    matches = difflib.get_close_matches(text, choices, n=n, cutoff=0.4)
+    if not matches:  # a prefix such as "efficient" is still a useful hint
+        matches = [c for c in choices if c.startswith(text[:4])][:n]
+    return matches
+
+
+def unknown(kind: str, received, choices, *, arg: str | None = None, allowed: str | None = None) -> ValueError:
+    """The error for a name that is not among `choices`: closest matches, then what is allowed.
+
+    Args:
+        kind: What the name is ("optimizer", "schedule", "recipe field", ...).
+        received: The name given.
+        choices: The valid names.
+        arg: Argument name shown as `arg=value` (default: `kind`).
+        allowed: Text after "Allowed:" (default: the choices joined by commas).
+
+    Returns:
+        A `ValueError` to raise.
+    """
+    hint = closest_matches(received, choices)
+    shown = f"{arg or kind}={received!r}"
+    return ValueError(
+        f"Unknown {kind}; Received: {shown}."
+        + (f" Did you mean: {', '.join(hint)}?" if hint else "")
+        + f" Allowed: {allowed or ', '.join(map(str, choices))}"
+    )
+
+
+def check_choice(name: str, value, choices, *, allow_none=False, kind=None):
+    """Returns `value` when it is one of `choices` (or None when allowed), else raises `unknown`."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, str) and value in choices:
+        return value
+    raise unknown(kind or name, value, choices, arg=name,
+                  allowed=", ".join(map(str, choices)) + (" or None" if allow_none else ""))
+
+
+def check_number(name: str, value, low=None, high=None, *, allow_none=False, low_open=False,
+                 high_open=True, integer=False):
+    """Checks a finite real (not bool) within bounds and returns it.
+
+    Args:
+        name: Argument name for the message.
+        value: What was received.
+        low, high: Bounds (None: unbounded).
+        allow_none: None passes through.
+        low_open: `low` itself is not allowed (default False: `value >= low`).
+        high_open: `high` itself is not allowed (default True: `value < high`).
+        integer: Require an int.
+
+    Raises:
+        ValueError: Wrong type, NaN/inf, or out of range.
+    """
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = ok and (isinstance(value, numbers.Integral) or not integer)
+    ok = ok and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        kind = "an int" if integer else "a number"
+        if low is not None and high is not None:
+            bound = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        elif low is not None:
+            bound = f" {'>' if low_open else '>='} {low}"
+        elif high is not None:
+            bound = f" {'<' if high_open else '<='} {high}"
+        else:
+            bound = " (finite)"
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be {kind}{bound}{extra}; Received: {name}={value!r}")
+    return value
+
+
+def check_int(name: str, value, low=None, **kwargs):
+    """`check_number(..., integer=True)`; returns an `int`."""
+    value = check_number(name, value, low, integer=True, **kwargs)
+    return None if value is None else int(value)
+
+
+def check_rate(name: str, value, *, allow_none=False):
+    """A fraction in [0, 1)."""
+    return check_number(name, value, 0, 1, allow_none=allow_none)
+
+
+def check_bool(name: str, value):
+    """True or False only (not 0/1, not "yes")."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; Received: {name}={value!r}")
+    return value
+
+
+def check_json_value(name: str, value):
+    """Refuses what JSON cannot hold exactly (layers, arrays, NaN, objects): a saved recipe must
+    redo the run.
+
+    Raises:
+        ValueError: Names the field and the type received.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Real):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} must be finite; Received: {name}={value!r}")
+        return value
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            check_json_value(name, item)
+        return value
+    raise ValueError(
+        f"{name} must be a JSON value (str, number, bool, None or a list of them) so recipe.json "
+        f"can redo the run; Received: {name} of type {type(value).__name__}. Pass a Keras layer "
+        "to build_classifier instead and train the built model."
+    )
+
+
+_UNFREEZE_HELP = "'all', 'none', an int, 'top:N', 'top:P%', 're:<regex>' or a block name"
+
+
+def parse_unfreeze_policy(policy):
+    """Checks an unfreeze policy's syntax (no model needed) and returns it parsed.
+
+    Args:
+        policy: `"all"`, `"none"`, an int >= 1, `"top:N"`, `"top:P%"`, `"re:<regex>"` or a block
+            name.
+
+    Returns:
+        `(kind, value)` with kind one of `"all"`, `"none"`, `"count"`, `"percent"`, `"regex"`,
+        `"block"`.
+
+    Raises:
+        ValueError: Wrong type, a count < 1, a percentage outside (0, 100], an invalid regex.
+
+    Example:
+        >>> parse_unfreeze_policy("top:25%")
+        ('percent', 25.0)
+    """
+    if isinstance(policy, bool) or not isinstance(policy, (str, numbers.Integral)):
+        raise ValueError(f"unfreeze must be {_UNFREEZE_HELP}; Received: unfreeze={policy!r}")
+    if isinstance(policy, numbers.Integral):
+        if policy < 1:
+            raise ValueError(
+                "unfreeze as a layer count must be >= 1 (use 'none' to unfreeze nothing); "
+                f"Received: unfreeze={policy!r}"
+            )
+        return ("count", int(policy))
+    text = policy.strip()
+    if text.lower() in ("all", "none"):
+        return (text.lower(), None)
+    if text.startswith("re:"):
+        if not text[3:]:
+            raise ValueError(f"unfreeze regex is empty; Received: unfreeze={policy!r}")
+        try:
+            re.compile(text[3:])
+        except re.error as exc:
+            raise ValueError(f"unfreeze regex is invalid ({exc}); Received: unfreeze={policy!r}") from None
+        return ("regex", text[3:])
+    if text.startswith("top:"):
+        value = text[4:].strip()
+        try:
+            if value.endswith("%"):
+                pct = float(value[:-1])
+                if not 0 < pct <= 100:
+                    raise ValueError
+                return ("percent", pct)
+            count = int(value)
+            if count < 1:
+                raise ValueError
+            return ("count", count)
+        except ValueError:
+            raise ValueError(
+                "unfreeze 'top:' takes a layer count >= 1 ('top:20') or a percentage in (0, 100] "
+                f"('top:25%'); Received: unfreeze={policy!r}"
+            ) from None
+    if not text:
+        raise ValueError("unfreeze must not be empty; Received: unfreeze=''")
+    return ("block", text)
