@@ -11,7 +11,9 @@
   ``Throughput``, ``LearningRateLogger``, ``plot_schedule``.
 """
 
+from callbacks.factory import SCHEDULE_NAMES, make_schedule
 from callbacks.lr_finder import LRFinder, LRFinderResult, find_lr
+from callbacks.lr_logger import LearningRateLogger
 from callbacks.one_cycle import OneCycle, OneCycleSchedule
 from callbacks.plotting import plot_schedule
 from callbacks.precise_bn import PreciseBN, recompute_bn_statistics
@@ -23,18 +25,15 @@ from callbacks.presets import (
     terminate_on_nan,
 )
 from callbacks.schedules import (
-    SCHEDULE_NAMES,
     ConstantLR,
     CosineDecay,
     CosineRestarts,
     ExponentialDecay,
-    LearningRateLogger,
     LinearDecay,
     PowerDecay,
     ScheduleCallback,
     StepDecay,
     TimeBasedDecay,
-    make_schedule,
 )
 from callbacks.throughput import Throughput
 from callbacks.unfreeze import GradualUnfreeze

@@ -188,9 +188,11 @@ class LRFinder(keras.callbacks.Callback):
             # A schedule cannot be assigned to; drive the LR through an
             # untracked variable (tracking it would change the optimizer's
             # variable list) and put the schedule back at the end.
-            self._swapped_schedule = optimizer._learning_rate
+            from recipes import compat  # lazy: recipes imports callbacks
+
+            self._swapped_schedule = compat.learning_rate_slot(optimizer)
             variable = keras.Variable(self.start, trainable=False, dtype="float32")
-            object.__setattr__(optimizer, "_learning_rate", variable)
+            compat.set_learning_rate_slot(optimizer, variable)
             model.make_train_function(force=True)
         self._lrs, self._losses, self._raw = [], [], []
         self._avg, self._best = 0.0, math.inf
@@ -228,7 +230,9 @@ class LRFinder(keras.callbacks.Callback):
         for variable, value in zip(model.weights, self._weights, strict=True):
             variable.assign(value)
         if self._swapped_schedule is not None:
-            object.__setattr__(optimizer, "_learning_rate", self._swapped_schedule)
+            from recipes import compat
+
+            compat.set_learning_rate_slot(optimizer, self._swapped_schedule)
             model.make_train_function(force=True)
         for variable, value in zip(optimizer.variables, self._optimizer_state, strict=True):
             variable.assign(value)

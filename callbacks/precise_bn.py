@@ -9,16 +9,10 @@ from callbacks.schedules import check_positive_int
 
 
 def _all_layers(model):
-    # _flatten_layers also reaches layers held by custom (non-Model) layers,
-    # which `.layers` does not list.
-    if hasattr(model, "_flatten_layers"):
-        return list(model._flatten_layers(include_self=False, recursive=True))
-    found, stack = [], list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop(0)
-        found.append(layer)
-        stack[:0] = list(getattr(layer, "layers", []))
-    return found
+    # Also the layers held by custom (non-Model) layers, which `.layers` does not list.
+    from recipes.compat import flatten_layers  # lazy: recipes imports callbacks
+
+    return flatten_layers(model)
 
 
 def _inputs_of(batch):

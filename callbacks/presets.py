@@ -4,7 +4,8 @@ import os
 
 import keras
 
-from callbacks.schedules import LearningRateLogger, check_number, check_positive_int
+from callbacks.lr_logger import LearningRateLogger
+from callbacks.schedules import check_number, check_positive_int
 
 
 def _check_monitor(monitor):
@@ -132,21 +133,22 @@ def terminate_on_nan():
 
 
 def default_callbacks(
-    run_dir, *, patience=5, monitor="val_loss", restore_best_weights=True, log_lr=True
+    run_dir=None, *, patience=5, monitor="val_loss", restore_best_weights=True, log_lr=True
 ):
-    """The trainer's standard callbacks for one run.
+    """The trainer's standard callbacks for one run (what ``recipes.train`` uses).
 
-    ``[EarlyStopping, BackupAndRestore(run_dir/"backup"), TerminateOnNaN]``
-    plus, with ``log_lr``, a :class:`LearningRateLogger` so that
-    ``history.history["learning_rate"]`` exists even when the LR is a schedule
-    inside the optimizer (Keras 3.15 does not log it then).
+    ``[LearningRateLogger, TerminateOnNaN, EarlyStopping, BackupAndRestore]``:
+    the LR logger first, so a ``CSVLogger`` appended after these records the
+    rate each epoch used (Keras 3.15 does not log an in-optimizer schedule);
+    early stopping only with ``patience``; the backup only with ``run_dir``.
 
     Note that ``BackupAndRestore`` does not save ``EarlyStopping``'s patience
     counter, so a resumed run starts counting patience afresh.
 
     Args:
-        run_dir: The run's folder; the backup goes to ``run_dir/backup``.
-        patience: int >= 0, default 5.
+        run_dir: The run's folder (default None: no backup); the backup goes to
+            ``run_dir/backup``.
+        patience: int >= 0 or None, default 5; 0 or None: no early stopping.
         monitor: str, default ``"val_loss"``.
         restore_best_weights: bool, default True.
         log_lr: bool, default True.
@@ -161,12 +163,10 @@ def default_callbacks(
         >>> model.fit(train_ds, validation_data=val_ds, epochs=30,
         ...           callbacks=default_callbacks("runs/exp1"))
     """
-    run_dir = os.fspath(run_dir)
-    result = [
-        early_stopping(monitor, patience, restore_best_weights=restore_best_weights),
-        backup(os.path.join(run_dir, "backup")),
-        terminate_on_nan(),
-    ]
-    if log_lr:
-        result.append(LearningRateLogger())
+    result = [LearningRateLogger()] if log_lr else []
+    result.append(terminate_on_nan())
+    if patience:
+        result.append(early_stopping(monitor, patience, restore_best_weights=restore_best_weights))
+    if run_dir is not None:
+        result.append(backup(os.path.join(os.fspath(run_dir), "backup")))
     return result

@@ -1,4 +1,4 @@
-"""Learning-rate decay callbacks (with warmup) and the `make_schedule` factory.
+"""Learning-rate decay callbacks (with warmup); `callbacks.factory.make_schedule` builds them by name.
 
 Conventions used by every decay here (``e`` is the epoch index counted from
 0, ``W`` the warmup length, ``lr`` the initial learning rate):
@@ -23,9 +23,6 @@ PiecewiseConstantDecay); the classes here only glue them to epochs, warmup and
 the optimizer.
 """
 
-import inspect
-import math
-import numbers
 
 import keras
 
@@ -37,32 +34,18 @@ _KS = keras.optimizers.schedules
 # --------------------------------------------------------------------------- #
 # Argument checks shared by the package.
 # --------------------------------------------------------------------------- #
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def check_positive_int(name, value, minimum=1):
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; Received: {name}={value!r}")
+    """Keras-style ValueError unless ``value`` is an int >= ``minimum``."""
+    from recipes.validation import check_int  # lazy: recipes imports callbacks
+
+    check_int(name, value, minimum)
 
 
 def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
-    """Raise a Keras-style ValueError unless ``low <(=) value <(=) high``."""
-    ok = _is_number(value) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise ValueError(f"{name} must be in {left}{lo}, {hi}{right}; Received: {name}={value!r}")
+    """Keras-style ValueError unless ``low <(=) value <(=) high`` (bounds closed by default)."""
+    from recipes.validation import check_number as check
+
+    check(name, value, low, high, low_open=low_open, high_open=high_open)
 
 
 def _optimizers(model):
@@ -72,7 +55,9 @@ def _optimizers(model):
 
 def has_settable_lr(optimizer):
     """True when the optimizer's learning rate is a plain (float) variable."""
-    return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
+    from recipes.compat import learning_rate_slot  # lazy: recipes imports callbacks
+
+    return isinstance(learning_rate_slot(optimizer), keras.Variable)
 
 
 def current_lr(optimizer):
@@ -227,7 +212,7 @@ class ScheduleCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"{type(self).__name__} sets the optimizer's learning rate, so the optimizer "
                 "needs a float learning_rate; it has "
-                f"{type(getattr(optimizer, '_learning_rate', None)).__name__}. Compile with "
+                f"{type(optimizer.learning_rate).__name__}. Compile with "
                 f"a float, or put `{type(self).__name__}(...).as_schedule(steps_per_epoch)` "
                 "in the optimizer instead."
             )
@@ -297,8 +282,24 @@ _COMMON_DOC_ARGS = """
         verbose: int, default 0. Print the LR at each epoch when > 0."""
 
 
+_RETURNS_DOC = """Returns:
+        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
+        the equivalent optimizer schedule.
+
+    Raises:
+        ValueError: On out-of-range arguments."""
+
+
+_FINITE_DOC_ARGS = """
+        initial_lr: float > 0.
+        epochs: int > 0, total epochs including warmup."""
+
+
 def _doc(cls):
-    cls.__doc__ = cls.__doc__.replace("{common}", _COMMON_DOC_ARGS)
+    # Every decay callback shares these Args/Returns/Raises paragraphs.
+    for key, text in (("{common}", _COMMON_DOC_ARGS), ("{returns}", _RETURNS_DOC),
+                      ("{finite}", _FINITE_DOC_ARGS)):
+        cls.__doc__ = cls.__doc__.replace(key, text)
     return cls
 
 
@@ -319,12 +320,7 @@ class StepDecay(ScheduleCallback):
         drop: float in (0, 1], default 0.5.
         every: int > 0 or increasing list of ints, default 10.{common}
 
-    Returns:
-        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
-        the equivalent optimizer schedule.
-
-    Raises:
-        ValueError: On out-of-range arguments.
+    {returns}
 
     Example:
         >>> model.fit(x, y, epochs=30, callbacks=[StepDecay(0.1, drop=0.1, every=10)])
@@ -336,7 +332,7 @@ class StepDecay(ScheduleCallback):
         if isinstance(every, (list, tuple)):
             if (
                 not every
-                or not all(_is_int(m) and m > 0 for m in every)
+                or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in every)
                 or list(every) != sorted(set(every))
             ):
                 raise ValueError(
@@ -376,12 +372,7 @@ class ExponentialDecay(ScheduleCallback):
         initial_lr: float > 0.
         rate: float in (0, 1].{common}
 
-    Returns:
-        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
-        the equivalent optimizer schedule.
-
-    Raises:
-        ValueError: On out-of-range arguments.
+    {returns}
 
     Example:
         >>> model.fit(x, y, epochs=20, callbacks=[ExponentialDecay(0.01, rate=0.8)])
@@ -408,12 +399,7 @@ class TimeBasedDecay(ScheduleCallback):
         initial_lr: float > 0.
         decay: float >= 0.{common}
 
-    Returns:
-        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
-        the equivalent optimizer schedule.
-
-    Raises:
-        ValueError: On out-of-range arguments.
+    {returns}
 
     Example:
         >>> model.fit(x, y, epochs=20, callbacks=[TimeBasedDecay(0.01, decay=0.5)])
@@ -454,18 +440,11 @@ class PowerDecay(_FiniteDecay):
     ``lr(e) = (initial_lr - end_lr) * (1 - e / E) ** power + end_lr`` where
     ``E = epochs - warmup_epochs`` and ``e`` is counted after warmup.
 
-    Args:
-        initial_lr: float > 0.
-        epochs: int > 0, total epochs including warmup.
+    Args:{finite}
         power: float > 0, default 0.9 (the DeepLab "poly" policy).
         end_lr: float >= 0, default 0.0.{common}
 
-    Returns:
-        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
-        the equivalent optimizer schedule.
-
-    Raises:
-        ValueError: On out-of-range arguments.
+    {returns}
 
     Example:
         >>> model.fit(x, y, epochs=50, callbacks=[PowerDecay(0.01, epochs=50, power=2.0)])
@@ -493,17 +472,10 @@ class LinearDecay(_FiniteDecay):
     ``lr(e) = initial_lr + (end_lr - initial_lr) * e / E`` with
     ``E = epochs - warmup_epochs``.
 
-    Args:
-        initial_lr: float > 0.
-        epochs: int > 0, total epochs including warmup.
+    Args:{finite}
         end_lr: float >= 0, default 0.0.{common}
 
-    Returns:
-        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
-        the equivalent optimizer schedule.
-
-    Raises:
-        ValueError: On out-of-range arguments.
+    {returns}
 
     Example:
         >>> model.fit(x, y, epochs=10, callbacks=[LinearDecay(0.1, epochs=10, warmup_epochs=1)])
@@ -530,17 +502,10 @@ class CosineDecay(_FiniteDecay):
     ``E = epochs - warmup_epochs`` (Keras ``CosineDecay`` with
     ``alpha = min_lr / initial_lr``).
 
-    Args:
-        initial_lr: float > 0.
-        epochs: int > 0, total epochs including warmup.
+    Args:{finite}
         min_lr: float >= 0, default 0.0.{common}
 
-    Returns:
-        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
-        the equivalent optimizer schedule.
-
-    Raises:
-        ValueError: On out-of-range arguments.
+    {returns}
 
     Example:
         >>> model.fit(x, y, epochs=30, callbacks=[CosineDecay(0.1, 30, warmup_epochs=3)])
@@ -574,12 +539,7 @@ class CosineRestarts(ScheduleCallback):
         m_mul: float in (0, 1], default 1.0.
         min_lr: float >= 0, default 0.0.{common}
 
-    Returns:
-        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
-        the equivalent optimizer schedule.
-
-    Raises:
-        ValueError: On out-of-range arguments.
+    {returns}
 
     Example:
         >>> model.fit(x, y, epochs=30, callbacks=[CosineRestarts(0.1, first_epochs=10)])
@@ -623,12 +583,7 @@ class ConstantLR(ScheduleCallback):
     Args:
         initial_lr: float > 0.{common}
 
-    Returns:
-        A ``keras.callbacks.Callback``; ``as_schedule(steps_per_epoch)`` gives
-        the equivalent optimizer schedule.
-
-    Raises:
-        ValueError: On out-of-range arguments.
+    {returns}
 
     Example:
         >>> model.fit(x, y, epochs=10, callbacks=[ConstantLR(1e-3, warmup_epochs=2)])
@@ -637,173 +592,3 @@ class ConstantLR(ScheduleCallback):
     def _decay(self, units_per_epoch, decay_units):
         # ExponentialDecay with rate 1 is Keras' serializable constant.
         return _KS.ExponentialDecay(self.initial_lr, 1, 1.0)
-
-
-# --------------------------------------------------------------------------- #
-# Logging the LR when a schedule lives inside the optimizer.
-# --------------------------------------------------------------------------- #
-@_register
-class LearningRateLogger(keras.callbacks.Callback):
-    """Log the learning rate of each epoch as ``logs["learning_rate"]``.
-
-    Keras 3.15 only logs ``learning_rate`` from ``LearningRateScheduler`` and
-    ``ReduceLROnPlateau``; an optimizer driven by a ``LearningRateSchedule``
-    leaves no trace in ``history``. This logs the LR used by the first step of
-    each epoch (``schedule(optimizer.iterations)`` before that step). It does
-    not overwrite a value another callback already logged.
-
-    Returns:
-        A ``keras.callbacks.Callback``.
-
-    Example:
-        >>> history = model.fit(x, y, epochs=5, callbacks=[LearningRateLogger()])
-        >>> history.history["learning_rate"]
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._lr = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._lr = None
-
-    def on_train_batch_begin(self, batch, logs=None):
-        # Read at the first batch, after every on_epoch_begin has set the LR.
-        if self._lr is None:
-            self._lr = current_lr(_optimizers(self.model)[0])
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._lr is not None:
-            logs.setdefault("learning_rate", self._lr)
-
-    def get_config(self):
-        return {}
-
-    # --------------------------------------------------------------------------- #
-    # Factory used by the trainer.
-    # --------------------------------------------------------------------------- #
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-
-def _builders():
-    from callbacks.one_cycle import OneCycle
-
-    return {
-        "step": StepDecay,
-        "exponential": ExponentialDecay,
-        "time": TimeBasedDecay,
-        "power": PowerDecay,
-        "cosine": CosineDecay,
-        "cosine_restarts": CosineRestarts,
-        "linear": LinearDecay,
-        "onecycle": OneCycle,
-        "constant": ConstantLR,
-    }
-
-
-SCHEDULE_NAMES = (
-    "step",
-    "exponential",
-    "time",
-    "power",
-    "cosine",
-    "cosine_restarts",
-    "linear",
-    "onecycle",
-    "constant",
-)
-
-
-def _closest_first(name, choices):
-    from recipes.validation import closest_matches  # lazy: recipes imports callbacks
-
-    near = closest_matches(name, choices)
-    return near + [c for c in choices if c not in near]
-
-
-def make_schedule(name, initial_lr, *, epochs, steps_per_epoch, warmup_epochs=0, **kwargs):
-    """Build a per-step Keras ``LearningRateSchedule`` by name.
-
-    Defaults (``D = epochs - warmup_epochs`` decay epochs; override any of
-    them through ``**kwargs``):
-
-    * ``"step"``: ``drop=0.5``, ``every=max(1, D // 3)``.
-    * ``"exponential"``: ``rate = 0.01 ** (1 / D)`` per epoch, so the LR ends
-      at ``initial_lr / 100``.
-    * ``"time"``: ``decay = 9 / D``, so the LR ends at ``initial_lr / 10``.
-    * ``"power"``: ``power=0.9``, ``end_lr=0`` (poly policy).
-    * ``"cosine"``: ``min_lr=0``. ``"linear"``: ``end_lr=0``.
-    * ``"cosine_restarts"``: ``first_epochs=max(1, D // 3)``, ``t_mul=2``, so
-      two cycles fill the run.
-    * ``"onecycle"``: ``initial_lr`` is the peak; ``pct_start=0.25``,
-      ``div=25``, ``div_final=1e5`` (fastai). A non-zero ``warmup_epochs``
-      sets ``pct_start = warmup_epochs / epochs`` (one-cycle has its own
-      warmup).
-    * ``"constant"``: ``initial_lr`` throughout (after warmup).
-
-    Args:
-        name: One of ``"step"``, ``"exponential"``, ``"time"``, ``"power"``,
-            ``"cosine"``, ``"cosine_restarts"``, ``"linear"``, ``"onecycle"``,
-            ``"constant"``.
-        initial_lr: float > 0.
-        epochs: int > 0, total epochs including warmup.
-        steps_per_epoch: int > 0.
-        warmup_epochs: int >= 0 and < epochs, default 0.
-        **kwargs: Extra arguments of the matching callback class
-            (e.g. ``drop``, ``min_lr``, ``power``).
-
-    Returns:
-        A serializable ``keras.optimizers.schedules.LearningRateSchedule`` that
-        takes the optimizer step.
-
-    Raises:
-        ValueError: Unknown name (the message lists names, closest first),
-            unknown keyword, or out-of-range values.
-
-    Example:
-        >>> lr = make_schedule("cosine", 0.1, epochs=30, steps_per_epoch=100, warmup_epochs=2)
-        >>> model.compile(keras.optimizers.SGD(lr, momentum=0.9), "sparse_categorical_crossentropy")
-    """
-    builders = _builders()
-    key = str(name).lower().replace("-", "_")
-    if key not in builders:
-        raise ValueError(
-            f"Unknown schedule name; expected one of {_closest_first(name, SCHEDULE_NAMES)}; "
-            f"Received: name={name!r}"
-        )
-    check_positive_int("epochs", epochs)
-    check_positive_int("steps_per_epoch", steps_per_epoch)
-    check_positive_int("warmup_epochs", warmup_epochs, minimum=0)
-    if warmup_epochs >= epochs:
-        raise ValueError(
-            "warmup_epochs must be smaller than epochs; Received: "
-            f"warmup_epochs={warmup_epochs}, epochs={epochs}"
-        )
-    cls = builders[key]
-    # Arguments that only matter to the callback form (or are set here) are
-    # not schedule options.
-    not_options = {"self", "initial_lr", "max_lr", "epochs", "kwargs", "per_step"}
-    not_options |= {"steps_per_epoch", "verbose", "moms", "cycle_momentum"}
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in not_options]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"Unknown argument(s) for schedule {key!r}: {unknown}; accepted: {accepted}"
-        )
-    decay_epochs = epochs - warmup_epochs
-    if key == "onecycle":
-        defaults = {"pct_start": warmup_epochs / epochs} if warmup_epochs else {}
-        callback = cls(initial_lr, epochs, **{**defaults, **kwargs})
-        return callback.as_schedule(steps_per_epoch)
-    defaults = {
-        "step": {"drop": 0.5, "every": max(1, decay_epochs // 3)},
-        "exponential": {"rate": 0.01 ** (1.0 / decay_epochs)},
-        "time": {"decay": 9.0 / decay_epochs},
-        "cosine_restarts": {"first_epochs": max(1, decay_epochs // 3)},
-    }.get(key, {})
-    args = (initial_lr, epochs) if getattr(cls, "_finite", False) else (initial_lr,)
-    callback = cls(*args, warmup_epochs=warmup_epochs, per_step=True, **{**defaults, **kwargs})
-    return callback.as_schedule(steps_per_epoch)

@@ -13,10 +13,16 @@ def _is_container(layer):
     return isinstance(layer, keras.Model)
 
 
+def _children(layer):
+    from recipes import compat  # lazy: recipes imports callbacks at import time
+
+    return compat.child_layers(layer)
+
+
 def _preorder(layer):
     """``layer`` and all its descendants, every parent before its children."""
     yield layer
-    for child in getattr(layer, "_layers", []):
+    for child in _children(layer):
         yield from _preorder(child)
 
 
@@ -45,7 +51,7 @@ def _ancestors(root, target):
     def walk(layer, path):
         if layer is target:
             return path
-        for child in getattr(layer, "_layers", []):
+        for child in _children(layer):
             found = walk(child, path + [layer])
             if found is not None:
                 return found
@@ -216,10 +222,10 @@ class GradualUnfreeze(keras.callbacks.Callback):
         needed = list(model.trainable_variables)
         _set_trainable_flags(model, flags)
 
+        from recipes import compat  # lazy: recipes imports callbacks at import time
+
         optimizer = model.optimizer
-        known = getattr(optimizer, "_trainable_variables_indices", None)
-        key = getattr(optimizer, "_var_key", id)
-        if known is not None and all(key(v) in known for v in needed):
+        if compat.optimizer_tracks(optimizer, needed):
             return
         fresh = type(optimizer).from_config(optimizer.get_config())
         fresh.build(needed)
@@ -242,13 +248,12 @@ class GradualUnfreeze(keras.callbacks.Callback):
         changed = self._apply_until(epoch)
         if changed:
             self.unfrozen[epoch] = changed
+            from recipes import compat  # lazy: recipes imports callbacks at import time
+
             self.model.make_train_function(force=True)
-            if hasattr(self.model, "_compiled_trainable_state"):
-                # The optimizer already covers these variables; keep Keras from
-                # warning that trainable state changed since compile.
-                self.model._compiled_trainable_state = {
-                    layer: layer.trainable for layer in self.model._flatten_layers()
-                }
+            # The optimizer already covers these variables; keep Keras from
+            # warning that trainable state changed since compile.
+            compat.accept_trainable_state(self.model)
             if self.verbose:
                 print(
                     f"\nEpoch {epoch + 1}: GradualUnfreeze made {len(changed)} layer(s) "

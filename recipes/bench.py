@@ -1,18 +1,17 @@
-"""`recipes bench`: inference latency and throughput (and optionally training speed) per backbone."""
+"""Inference latency and throughput (and optionally training speed) per backbone (`recipes bench`)."""
 
 from __future__ import annotations
 
-import csv
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
+from . import validation as v
 from .registry import backbone_info
 
-__all__ = ["benchmark", "add_bench_parser"]
+__all__ = ["benchmark", "machine_description"]
 
 
 def _timed(fn, repeats, *args):
@@ -41,7 +40,8 @@ def benchmark(
     (graph tracing excluded), then timed on uint8 input as it would be served.
 
     Args:
-        backbones: Registry names (default `("mobilenet_v3_small",)`).
+        backbones: Registry names, or one comma-separated string (default
+            `("mobilenet_v3_small",)`).
         image_size: Side the backbone sees (default: each backbone's default size).
         batch_size: Batch for the throughput and training measurements (default 32).
         repeats: Timed calls per measurement (default 10); the median is reported.
@@ -55,7 +55,8 @@ def benchmark(
         images_per_second (at `batch_size`), and train_images_per_second when `train`.
 
     Raises:
-        ValueError: Unknown backbone or bad sizes (from the registry and builder checks).
+        ValueError: An unknown backbone, no backbone, or a bad size or count (all checked before
+            any model is built).
 
     Example:
         >>> recipes.bench.benchmark(["mobilenet_v3_small", "resnet50"], image_size=64)
@@ -64,9 +65,18 @@ def benchmark(
 
     from .builder import build_classifier
 
+    if isinstance(backbones, str):
+        backbones = [n.strip() for n in backbones.split(",") if n.strip()]
+    specs = [backbone_info(name) for name in backbones]
+    if not specs:
+        raise ValueError(f"benchmark needs at least one backbone; Received: backbones={backbones!r}")
+    v.check_int("image_size", image_size, 1, allow_none=True)
+    v.check_int("batch_size", batch_size, 1)
+    v.check_int("repeats", repeats, 1)
+    v.check_int("warmup", warmup, 0)
+    v.check_int("num_classes", num_classes, 1)
     rows = []
-    for name in backbones:
-        spec = backbone_info(name)
+    for spec in specs:
         size = image_size or spec.default_size
         model = build_classifier(
             spec.name, num_classes, image_size=size, input_shape=(size, size, 3),
@@ -113,41 +123,3 @@ def machine_description() -> str:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}, "
         f"TensorFlow {tf.__version__}"
     )
-
-
-def _cmd_bench(args):
-    names = [n.strip() for n in args.backbones.split(",") if n.strip()]
-    for name in names:
-        backbone_info(name)  # unknown names fail before any model is built
-    rows = benchmark(
-        names, image_size=args.image_size, batch_size=args.batch_size, repeats=args.repeats,
-        train=args.train,
-    )
-    keys = list(rows[0])
-    print(f"# {machine_description()}")
-    print(" | ".join(keys))
-    for row in rows:
-        print(" | ".join(str(row[k]) for k in keys))
-    if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"written: {path}")
-    return 0
-
-
-def add_bench_parser(subparsers):
-    """Registers `recipes bench`."""
-    p = subparsers.add_parser("bench", help="latency/throughput per backbone on this machine")
-    p.add_argument("--backbones", default="mobilenet_v3_small,mobilenet_v2,efficientnet_b0,resnet50",
-                   help="comma-separated registry names")
-    p.add_argument("--image-size", type=int, help="default: each backbone's default size")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--train", action="store_true", help="also time training steps")
-    p.add_argument("--out", help="write the table as CSV")
-    p.set_defaults(func=_cmd_bench)
-    return p

@@ -26,6 +26,7 @@ __all__ = [
     "set_saved_optimizer",
     "accept_trainable_state",
     "set_metric_direction",
+    "own_trainable_variables",
 ]
 
 #: The Keras versions this package is tested on (also in setup.cfg's install_requires).
@@ -167,3 +168,14 @@ def set_metric_direction(metric, direction: str):
     Touches: `Metric._direction`.
     """
     metric._direction = direction
+
+
+def own_trainable_variables(layer) -> list:
+    """The variables `layer` itself created trainable, whatever its current `trainable` flag.
+
+    The public `trainable_weights` is empty for a frozen layer and cannot tell a frozen kernel
+    from a statistic (both report `trainable=False`).
+
+    Touches: `Layer._trainable_variables`.
+    """
+    return list(getattr(layer, "_trainable_variables", None) or [])

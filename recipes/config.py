@@ -162,9 +162,13 @@ class Recipe:
             object.__setattr__(self, "weights", os.fspath(self.weights))
         if isinstance(self.augmentation, list):
             object.__setattr__(self, "augmentation", ",".join(map(str, self.augmentation)))
-        for f in dataclasses.fields(self):
-            v.check_json_value(f.name, getattr(self, f.name))
+        for f in dataclasses.fields(self):  # types first: the range checks below assume them
+            value = getattr(self, f.name)
+            if not isinstance(value, float):
+                v.check_json_value(f.name, value)
         self._validate()
+        for f in dataclasses.fields(self):  # what no range check covers: NaN in a free field
+            v.check_json_value(f.name, getattr(self, f.name))
 
     def _validate(self):
         from .registry import backbone_info, validate_alpha

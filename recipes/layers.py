@@ -68,13 +68,9 @@ class BackbonePreprocessing(keras.layers.Layer):
     def __init__(self, mode: str, **kwargs):
         super().__init__(**kwargs)
         from .registry import PREPROCESSING_MODES
+        from .validation import check_choice
 
-        if mode not in PREPROCESSING_MODES:
-            raise ValueError(
-                f"Unknown preprocessing mode; Received: mode={mode!r}. "
-                f"Allowed: {', '.join(PREPROCESSING_MODES)}"
-            )
-        self.mode = mode
+        self.mode = check_choice("mode", mode, PREPROCESSING_MODES, kind="preprocessing mode")
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)

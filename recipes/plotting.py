@@ -40,12 +40,19 @@ def plot_curves(history: dict, path, *, marks=None) -> Path:
                 ax.plot(epochs, history[name], style, marker="o", ms=3, label=name)
         for epoch, label in (marks or {}).items():
             ax.axvline(epoch + 0.5, color="grey", ls=":", label=label)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+        _finish(ax, xlabel="epoch", title=key)
     return Path(save_figure(fig, path))
+
+
+def _finish(ax, *, xlabel, title=None, ylabel=None):
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:  # an empty legend warns
+        ax.legend()
 
 
 def plot_trials(rows: list[dict], objective: str, direction: str, path) -> Path:
@@ -85,11 +92,7 @@ def plot_trials(rows: list[dict], objective: str, direction: str, path) -> Path:
         floor = min(ys) if ys else 0.0
         ax.plot(fails, [floor] * len(fails), "x", color="red", label="failed")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial")
-    ax.set_ylabel(objective)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    _finish(ax, xlabel="trial", ylabel=objective)
     return Path(save_figure(fig, path))
 
 

@@ -59,11 +59,18 @@ def strict_json(value) -> str:
 
 
 def read_history_csv(path) -> dict:
-    """Per-epoch lists from a `history.csv` (the `epoch` column dropped)."""
+    """Per-epoch lists from a `history.csv` (the `epoch` column and all-empty columns dropped;
+    other empty or `NA` cells read as NaN)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    missing = ("", "NA", "nan", None)  # Keras' CSVLogger writes NA for val_* without validation
+
+    def value(text):
+        return math.nan if text in missing else float(text)
+
     keys = [k for k in (rows[0].keys() if rows else []) if k != "epoch"]
-    return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows] for k in keys}
+    keys = [k for k in keys if any(r[k] not in missing for r in rows)]  # drop all-NA columns
+    return {k: [value(r[k]) for r in rows] for k in keys}
 
 
 class RunFolder:

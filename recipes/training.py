@@ -346,12 +346,11 @@ def _run_callbacks(recipe: Recipe, run: RunFolder | None, data: Data):
 
     import callbacks as cb
 
-    # The LR logger runs before CSVLogger so history.csv records the rate each epoch used.
-    out = [cb.LearningRateLogger(), cb.terminate_on_nan()]
-    if recipe.patience and data.validation is not None:  # early stopping watches val_loss
-        out.append(cb.early_stopping(patience=recipe.patience))
+    resuming = run.start() if run is not None else False
+    out = cb.default_callbacks(
+        run.path if run is not None else None,
+        patience=recipe.patience if data.validation is not None else 0,  # watches val_loss
+    )
     if run is not None:
-        resuming = run.start()
-        out.append(cb.backup(run.backup_dir))
         out.append(keras.callbacks.CSVLogger(str(run.history_path), append=resuming))
     return out

@@ -1,6 +1,5 @@
 """Tests for recipes.augment (augmentation layers, tf.data placement) and recipes.preview."""
 
-import argparse
 import json
 
 import keras
@@ -17,7 +16,7 @@ from recipes.augment import (
     augmentation,
     parse_augmentation,
 )
-from recipes.preview import add_preview_parser, augment_preview
+from recipes.preview import augment_preview
 
 ALL_OPS = [
     "flip", "rotation:0.1", "zoom:0.2", "translation:0.1", "brightness:0.2", "contrast:0.2",
@@ -302,27 +301,3 @@ def test_augment_preview_rejects_bad_input(tmp_path):
         augment_preview(_images((3, 8, 8, 3)), "none", tmp_path / "x.png", n=2)
     with pytest.raises(ValueError, match="repeats must be an int"):
         augment_preview(_images((3, 8, 8, 3)), "light", tmp_path / "x.png", n=2, repeats=0)
-
-
-def test_augment_preview_cli(tmp_path, capsys):
-    from PIL import Image
-
-    from recipes.cli import main
-
-    parser = argparse.ArgumentParser(prog="recipes")
-    add_preview_parser(parser.add_subparsers(dest="command"))
-    defaults = parser.parse_args(["augment-preview"])
-    assert (defaults.dataset, defaults.augment, defaults.out, defaults.n) == (
-        "digits", "medium", "augment_preview.png", 8
-    )
-    out = tmp_path / "grid.png"
-    argv = ["augment-preview", "--augment", "rotation:0.1,zoom:0.2", "--out", str(out), "--n", "40",
-            "--repeats", "2", "--no-flip", "--seed", "3"]
-    args = parser.parse_args(argv)
-    assert args.func(args) == 0  # digits through recipes.data.load_data, 40 rows > one batch
-    assert np.asarray(Image.open(out)).shape == (40 * 66 + 2, 3 * 66 + 2)
-    # Through the real entry point: success, then a bad spec as a one-line error and exit code 2.
-    assert main(["augment-preview", "--augment", "light", "--out", str(out), "--n", "3"]) == 0
-    assert np.asarray(Image.open(out)).shape == (3 * 66 + 2, 5 * 66 + 2)
-    assert main(["augment-preview", "--augment", "rotaton:0.1", "--out", str(out)]) == 2
-    assert "Did you mean: rotation" in capsys.readouterr().err

@@ -157,11 +157,11 @@ def test_suggesters_on_synthetic_curves():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"start": 0.0}, "start must be in"),
-        ({"start": 1.0, "end": 0.1}, "end must be in"),
+        ({"start": 0.0}, "start must be a number"),
+        ({"start": 1.0, "end": 0.1}, "end must be a number"),
         ({"steps": 1}, "steps must be an int >= 2"),
-        ({"smoothing": 1.0}, r"smoothing must be in \[0, 1\); Received: smoothing=1.0"),
-        ({"diverge": 1.0}, "diverge must be in"),
+        ({"smoothing": 1.0}, r"smoothing must be a number in \[0, 1\); Received: smoothing=1.0"),
+        ({"diverge": 1.0}, "diverge must be a number"),
     ],
 )
 def test_bad_arguments(kwargs, message):

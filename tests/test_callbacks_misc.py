@@ -54,20 +54,22 @@ def test_presets_return_keras_callbacks_with_recipe_defaults(tmp_path):
     assert type(callbacks.terminate_on_nan()) is keras.callbacks.TerminateOnNaN
     default = callbacks.default_callbacks(tmp_path / "run", patience=2)
     assert [type(c).__name__ for c in default] == [
+        "LearningRateLogger",  # first: a CSVLogger after it records the LR
+        "TerminateOnNaN",
         "EarlyStopping",
         "BackupAndRestore",
-        "TerminateOnNaN",
-        "LearningRateLogger",
     ]
-    assert default[0].patience == 2
-    assert default[1].backup_dir == os.path.join(tmp_path / "run", "backup")
+    assert default[2].patience == 2
+    assert default[3].backup_dir == os.path.join(tmp_path / "run", "backup")
+    bare = callbacks.default_callbacks(patience=0, log_lr=False)  # what train uses without out=
+    assert [type(c).__name__ for c in bare] == ["TerminateOnNaN"]
 
 
 @pytest.mark.parametrize(
     "build,message",
     [
         (lambda: callbacks.early_stopping(patience=-1), "patience must be an int >= 0"),
-        (lambda: callbacks.early_stopping(min_delta=-0.1), "min_delta must be in"),
+        (lambda: callbacks.early_stopping(min_delta=-0.1), "min_delta must be a number"),
         (lambda: callbacks.early_stopping(monitor=""), "monitor must be a non-empty str"),
         (lambda: callbacks.checkpoint("best.h5"), "must end with '.keras'"),
         (lambda: callbacks.backup(""), "directory must be a non-empty path"),

@@ -127,17 +127,17 @@ def test_decay_callback_rejects_schedule_optimizer():
     [
         (
             lambda: callbacks.StepDecay(0.1, drop=1.5),
-            r"drop must be in \(0, 1\]; Received: drop=1.5",
+            r"drop must be a number in \(0, 1\]; Received: drop=1.5",
         ),
         (lambda: callbacks.StepDecay(0.1, every=0), "every must be an int >= 1"),
         (lambda: callbacks.StepDecay(0.1, every=[3, 2]), "strictly increasing"),
-        (lambda: callbacks.ExponentialDecay(-0.1, 0.5), "initial_lr must be in"),
+        (lambda: callbacks.ExponentialDecay(-0.1, 0.5), "initial_lr must be a number"),
         (
             lambda: callbacks.CosineDecay(0.1, epochs=3, warmup_epochs=3),
             "warmup_epochs must be smaller",
         ),
         (lambda: callbacks.CosineDecay(0.1, epochs=3, warmup_steps=3), "needs per_step=True"),
-        (lambda: callbacks.TimeBasedDecay(0.1, decay=-1), "decay must be in"),
+        (lambda: callbacks.TimeBasedDecay(0.1, decay=-1), "decay must be a number"),
         (lambda: callbacks.Warmup(0.1, 10), "LearningRateSchedule"),
         (lambda: callbacks.OneCycle(0.1, 3, moms=(0.9, 0.8)), "moms must be 3 floats"),
     ],

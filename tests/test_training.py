@@ -114,6 +114,16 @@ def test_train_accepts_a_built_model(small_data):
             recipes.train(model, small_data, epochs=1, **option)
 
 
+def test_a_model_not_built_here_is_recorded_as_custom(small_data):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name="tiny_mlp")
+    result = recipes.train(model, small_data, epochs=1, verbose=0, precise_bn=False)
+    assert result.recipe.backbone == "custom:tiny_mlp" and result.recipe.is_custom
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        recipes.build_classifier(result.recipe.backbone, 10)
+
+
 def test_explicit_none_overrides_the_recipe_and_batch_size_must_match(small_data, monkeypatch):
     seen = {}
 
@@ -139,8 +149,9 @@ def test_explicit_none_overrides_the_recipe_and_batch_size_must_match(small_data
         (dict(schedule="cosin"), "Unknown schedule; Received: schedule='cosin'. Did you mean: cosine"),
         (dict(label_smoothing=1.0), "label_smoothing must be a number in"),
         (dict(learning_rate=-1.0), "learning_rate must be a number"),
-        (dict(dropuot=0.2), "Unknown recipe field; Received: 'dropuot'. Did you mean: dropout"),
-        (dict(augment_placement="gpu"), "augment_placement must be 'model' or 'data'"),
+        (dict(dropuot=0.2), "Unknown recipe field; Received: field='dropuot'. Did you mean: dropout"),
+        (dict(augment_placement="gpu"), "Unknown augment_placement; Received: augment_placement='gpu'"),
+        (dict(mixup=float("inf")), "mixup must be a number >= 0; Received: mixup=inf"),
     ],
 )
 def test_bad_arguments_fail_before_building(kwargs, message, small_data, monkeypatch):

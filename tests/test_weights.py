@@ -63,7 +63,7 @@ def test_save_backbone_rejects_bad_suffix(tmp_path):
 
 
 def test_imagenet_offline_gives_one_clear_error(keras_home):
-    fname, _ = recipes.imagenet_weights_file("resnet50")
+    fname, _ = recipes.weights.imagenet_weights_file("resnet50")
     assert fname == "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     with pytest.raises(recipes.WeightsUnavailableError) as info:
         recipes.build_classifier("resnet50", 3, image_size=32, weights="imagenet")
@@ -77,7 +77,7 @@ def test_imagenet_loads_from_the_keras_cache(keras_home):
     """A weights file placed in the cache under Keras' own name is what weights='imagenet' loads."""
     from keras.src.legacy.saving import legacy_h5_format
 
-    fname, _ = recipes.imagenet_weights_file("mobilenet", alpha=0.25, image_size=128)
+    fname, _ = recipes.weights.imagenet_weights_file("mobilenet", alpha=0.25, image_size=128)
     assert fname == "mobilenet_2_5_128_tf_no_top.h5"
     reference = keras.applications.MobileNet(
         include_top=False, weights=None, input_shape=(128, 128, 3), alpha=0.25

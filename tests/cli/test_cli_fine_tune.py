@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import recipes
-from recipes import finetune_cli
 from recipes.cli import main
+from recipes.cli.weights import weight_files
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def test_fine_tune_help_lists_the_options(capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--head-epochs", "--fine-tune-lr", "--unfreeze", "--layer-lr-decay", "--gradual",
-                 "--weights", "--epochs", "--lr", "--out"):
+                 "--no-gradual", "--weights", "--epochs", "--lr", "--out", "--preset", "--recipe"):
         assert flag in text, flag
-    assert "top:30%" in text
+    assert "(default: top:30%)" in text and "(default: 2)" in text  # the fine-tune preset's
 
 
 def test_fine_tune_cli_end_to_end(tiny_folder, weights_file, tmp_path, capsys):
@@ -49,12 +49,16 @@ def test_fine_tune_cli_end_to_end(tiny_folder, weights_file, tmp_path, capsys):
         "--epochs", "1", "--unfreeze", "re:_13$", "--layer-lr-decay", "0.8", "--out", str(out),
     ])
     assert code == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("fine-tuning mobilenet")
+    line = lines[-1]
     assert line.startswith("test accuracy:") and "unfrozen layers: 2" in line and str(out) in line
-    saved = json.loads((out / "recipe.json").read_text())
-    assert saved["unfreeze"] == "re:_13$" and saved["layer_lr_decay"] == 0.8
-    assert saved["learning_rate"] == 1e-3 and saved["fine_tune_learning_rate"] == pytest.approx(1e-4)
-    assert saved["warmup_epochs"] == 0  # fine-tune defaults, not train's
+    saved = recipes.Recipe.load(out / "recipe.json")
+    assert saved.unfreeze == "re:_13$" and saved.layer_lr_decay == 0.8
+    # the fine-tune preset under the flags: Adam on a pretrained backbone, no warmup
+    assert saved.peak_learning_rate == pytest.approx(1e-3)
+    assert saved.phase2_learning_rate == pytest.approx(1e-4)
+    assert saved.warmup_epochs == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["phase2_start_epoch"] == 1 and metrics["epochs"] == 2
     assert (out / "model.keras").is_file()
@@ -63,17 +67,20 @@ def test_fine_tune_cli_end_to_end(tiny_folder, weights_file, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--unfreeze", "conv9"], "Unknown block 'conv9'"),
+        (["--unfreeze", "conv9"], "unfreeze='conv9'"),
         (["--weights", "none"], "needs pretrained weights"),
+        (["--preset", "default"], "needs pretrained weights"),  # the default preset has none
         (["--layer-lr-decay", "2"], "layer_lr_decay"),
     ],
 )
 def test_fine_tune_cli_errors_are_one_line(extra, match, tiny_folder, weights_file, tmp_path, capsys):
     args = ["fine-tune", "--backbone", "mobilenet", "--alpha", "0.25", "--image-size", "32",
-            "--weights", str(weights_file), "--dataset", str(tiny_folder), "--out", str(tmp_path / "r")]
+            "--dataset", str(tiny_folder), "--out", str(tmp_path / "r")]
+    if "--weights" not in extra and "--preset" not in extra:
+        args += ["--weights", str(weights_file)]
     assert main(args + extra) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("recipes fine-tune: error:") and match in err
+    assert err.startswith("recipes fine-tune: error:") and match in err and "\n" not in err
     assert not (tmp_path / "r" / "phase1").exists()
 
 
@@ -95,6 +102,6 @@ def test_weights_command_reports_cache_state(keras_home, tmp_path, monkeypatch, 
         raise AssertionError("imagenet_weights_file called again")
 
     monkeypatch.setattr(recipes.weights, "imagenet_weights_file", fail)
-    rows = finetune_cli.weight_files(["vgg16", "mobilenet_v2"])
+    rows = weight_files(["vgg16", "mobilenet_v2"])
     assert [r["cached"] for r in rows] == [True, False]
     assert rows[1]["path"] == str(keras_home / "models" / rows[1]["file"])

@@ -8,11 +8,15 @@ tuner is built.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
 
-__all__ = ["add_tune_parser"]
+from ..config import Recipe
+from .args import add_recipe_arguments, data_from_args, explicit_fields, recipe_from_args
+
+__all__ = ["add_parser", "run"]
 
 _EPILOG = """\
 examples:
@@ -25,16 +29,13 @@ examples:
 
 --search-space takes JSON (or @file.json): a list is a choice, a single value fixes the field,
 {"min", "max"[, "step", "sampling", "default"]} is a range, {"values": [...], "default": x} a
-choice with a default. Keys are recipe field names. Re-run the same command to resume.
+choice with a default. Keys are recipe field names. Recipe flags, and the fields --recipe or
+--preset set, are fixed for every trial. Re-run the same command to resume.
 """
 
 
-def add_tune_parser(subparsers):
-    """Adds the `tune` subcommand to the `recipes` CLI."""
-    import argparse
-
-    from .cli import add_recipe_arguments
-
+def add_parser(subparsers):
+    """Adds `recipes tune`."""
     p = subparsers.add_parser(
         "tune", help="search recipes with KerasTuner (resumable, distributed)",
         description="Hyperparameter search over recipes with KerasTuner. Recipe flags "
@@ -45,7 +46,8 @@ def add_tune_parser(subparsers):
     s.add_argument("--backbones", help="comma-separated backbone names (default: mobilenet_v2)")
     s.add_argument("--tuner", default="hyperband", help="random | grid | bayesian | hyperband (default)")
     s.add_argument("--max-trials", type=int, default=20, help="default 20")
-    s.add_argument("--max-epochs", type=int, default=10, help="epochs per trial; Hyperband's maximum (default 10)")
+    s.add_argument("--max-epochs", type=int, default=10,
+                   help="epochs per trial; Hyperband's maximum (default 10)")
     s.add_argument("--objective", default="val_accuracy", help="default val_accuracy")
     s.add_argument("--search-space", help="JSON or @file.json with search-space overrides")
     s.add_argument("--directory", default="tuning", help="tuning projects folder (default: tuning)")
@@ -65,7 +67,7 @@ def add_tune_parser(subparsers):
     d.add_argument("--port", type=int, help="chief: port to listen on")
     d.add_argument("--chief-address", metavar="HOST:PORT", help="worker: the chief's address")
     add_recipe_arguments(p)
-    p.set_defaults(func=_cmd_tune)
+    p.set_defaults(func=run)
     return p
 
 
@@ -100,20 +102,11 @@ def _parse_options(items):
     return options
 
 
-def _fixed_fields(args):
-    """Recipe fields given on the command line (or in --recipe): fixed for every trial."""
-    from .cli import recipe_from_args
-    from .config import Recipe
-
-    recipe = recipe_from_args(args)
-    defaults = Recipe().to_dict()
-    given = recipe.to_dict()
-    fixed = {}
-    for name in Recipe.field_names():
-        explicit = getattr(args, name, None) is not None
-        from_file = bool(getattr(args, "recipe", None)) and given[name] != defaults[name]
-        if explicit or from_file:
-            fixed[name] = getattr(recipe, name)
+def fixed_fields(args, recipe: Recipe) -> dict:
+    """The fields fixed for every trial: those given as flags, and those the `--recipe` file or
+    `--preset` sets to something other than `Recipe()`'s value."""
+    fixed = {name: getattr(recipe, name) for name in explicit_fields(args)}
+    fixed.update({name: getattr(recipe, name) for name in recipe.diff(Recipe())})
     return fixed
 
 
@@ -145,35 +138,32 @@ def _set_role(args):
     return None
 
 
-def _cmd_tune(args):
-    from .tuning import SearchFailedError, search
+def run(args) -> int:
+    """Runs (or joins) the search, then prints the trials and where the best recipe is."""
+    from ..tuning import SearchFailedError, search
 
-    for flag, name, instead in (
-        ("--epochs", "epochs", "--max-epochs"), ("--out", "out", "--directory/--project"),
-    ):
-        if getattr(args, name, None) is not None:
-            raise ValueError(f"tune takes {instead}, not {flag}")
-    fixed = _fixed_fields(args)
+    if args.epochs is not None:
+        raise ValueError("tune takes --max-epochs (epochs per trial), not --epochs")
+    # Fixed fields (alpha, weights ...) are checked against the first backbone searched.
+    first = (args.backbones or "").split(",")[0].strip() or None
+    recipe = recipe_from_args(args, changes={"backbone": first} if first else None)
+    fixed = fixed_fields(args, recipe)
     fixed.pop("epochs", None)  # from a --recipe file: the search sets epochs itself
+    fixed.pop("dataset", None)  # the data is loaded here, with the recipe's splits
     backbones = args.backbones or fixed.pop("backbone", None) or "mobilenet_v2"
     fixed.pop("backbone", None)
-    dataset = fixed.pop("dataset", "digits")
-    seed = fixed.pop("seed", 0)
+    seed = fixed.pop("seed", recipe.seed)
     weights = fixed.pop("weights", None)
     space = _parse_search_space(args.search_space)
     options = _parse_options(args.tuner_option)
     role = _set_role(args)
-    batch = fixed.get("batch_size", 64)
-    from .config import Recipe
-    from .data import load_data
-
-    defaults = Recipe()
-    data = load_data(
-        dataset, batch_size=batch, validation_split=fixed.get("validation_split", defaults.validation_split),
-        test_split=fixed.get("test_split", defaults.test_split), seed=seed, data_dir=args.data_dir,
-    )
+    data = data_from_args(args, recipe)
     if role == "chief":
-        print(f"chief: serving the oracle on {args.host}:{args.port} until the search is done", flush=True)
+        print(f"chief: serving the oracle on {args.host}:{args.port} until the search is done",
+              flush=True)
+    else:
+        print(f"tuning {backbones} on {data.source} ({args.tuner}, up to {args.max_trials} trials "
+              f"of {args.max_epochs} epoch(s)); fixed: {fixed or 'nothing'}", flush=True)
     try:
         result = search(
             data, backbones=backbones, tuner=args.tuner, max_trials=args.max_trials,

@@ -1,7 +1,9 @@
-"""fine_tune: phases, unfreeze policies, BatchNorm, layer-wise LR, gradual unfreezing, saving.
+"""fine_tune end to end: phases, BatchNorm, layer-wise LR, gradual unfreezing, run folder, saving,
+the default learning rates, explicit None overrides, errors before training.
 
-Every run uses MobileNet (alpha 0.25) at 32 px on 96 real digits with weights from a file this
-module writes through `save_backbone`, never ImageNet (except the offline-error test).
+Every run uses MobileNet (alpha 0.25) at 32 px on 96 real digits, one epoch per phase, with
+weights from a file this module writes through `save_backbone`, never ImageNet (except the
+offline-error test).
 """
 
 import json
@@ -12,9 +14,12 @@ import numpy as np
 import pytest
 
 import recipes
+from recipes import compat, plotting
 from recipes import finetune as ft
+from recipes.finetune import two_phase
 
 BLOCK_12_13 = {"conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"}
+TINY = dict(alpha=0.25, image_size=32, schedule="constant", verbose=0)
 
 
 def _bn_layers(model):
@@ -33,9 +38,9 @@ class Snapshots(keras.callbacks.Callback):
 
     def _take(self, tag):
         by_layer = {}
-        for layer in self.model._flatten_layers(include_self=False, recursive=True):
-            if isinstance(layer, keras.Model) or getattr(layer, "_layers", None):
-                continue  # containers (the backbone, InferenceModeBackbone) repeat their leaves
+        for layer in compat.flatten_layers(self.model):
+            if isinstance(layer, keras.Model) or compat.child_layers(layer):
+                continue  # containers (the backbone, the Backbone layer) repeat their leaves
             for w in layer.weights:
                 by_layer.setdefault(layer.name, []).append(np.array(w.numpy()))
         self.taken.append((tag, by_layer))
@@ -72,27 +77,26 @@ def data(digits_small):
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory, data):
     """A 'pretrained' backbone file. Fresh random weights with BN statistics at their init values
-    give all-zero features (no gradient reaches the backbone), so the statistics are first
-    recomputed on data, as pretraining would have left them."""
-    from callbacks import recompute_bn_statistics
-
+    give all-zero features (no gradient reaches the backbone), so the statistics are first set
+    from data, as pretraining would have left them: one training-mode call with BN momentum 0
+    makes the moving statistics those of a batch (eager: no graph to trace)."""
     source = recipes.build_classifier(
-        "mobilenet", 10, image_size=32, alpha=0.25, input_shape=data.input_shape
+        "mobilenet", 10, image_size=32, alpha=0.25, input_shape=data.input_shape, bn_momentum=0.0
     )
-    recompute_bn_statistics(source, data.train, num_batches=2)
+    source(next(iter(data.train))[0], training=True)
     return recipes.save_backbone(source, tmp_path_factory.mktemp("bb") / "digits.weights.h5")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data, weights_file):
-    """One fine-tune run: 1 head epoch, 1 fine-tune epoch, blocks 12-13, layer LR decay 0.5."""
+    """One fine-tune run from the preset: 1 head epoch, 1 fine-tune epoch, blocks 12-13, layer LR
+    decay 0.5."""
     snaps = Snapshots()
     out = tmp_path_factory.mktemp("run") / "ft"
-    with mock.patch.object(recipes.training, "plot_curves", wraps=recipes.training.plot_curves) as plot:
+    with mock.patch.object(plotting, "plot_curves", wraps=plotting.plot_curves) as plot:
         result = ft.fine_tune(
-            "mobilenet", data, weights=str(weights_file), alpha=0.25, image_size=32,
-            head_epochs=1, epochs=1, unfreeze="12", layer_lr_decay=0.5, schedule="constant",
-            callbacks=[snaps], out=out, verbose=0,
+            "mobilenet", data, weights=str(weights_file), head_epochs=1, epochs=1, unfreeze="12",
+            layer_lr_decay=0.5, callbacks=[snaps], out=out, **TINY,
         )
     return result, snaps, out, plot.call_args_list
 
@@ -163,13 +167,15 @@ def test_one_history_and_one_run_folder(run):
     assert "test_accuracy" in result.metrics and "head_test_accuracy" in result.metrics
     rows = (out / "history.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 3
-    saved = json.loads((out / "recipe.json").read_text())
-    assert (saved["unfreeze"], saved["head_epochs"], saved["epochs"]) == ("12", 1, 1)
-    assert saved["layer_lr_decay"] == 0.5 and saved["fine_tune_learning_rate"] == pytest.approx(1e-4)
+    saved = recipes.Recipe.load(out / "recipe.json")
+    assert saved == result.recipe
+    assert (saved.unfreeze, saved.head_epochs, saved.epochs, saved.layer_lr_decay) == ("12", 1, 1, 0.5)
+    assert (saved.peak_learning_rate, saved.phase2_learning_rate) == pytest.approx((1e-3, 1e-4))
     assert json.loads((out / "metrics.json").read_text())["phase2_start_epoch"] == 1
     for name in ("model.keras", "curves.png", "phase1/history.csv", "phase2/history.csv"):
         assert (out / name).is_file(), name
-    assert not (out / "phase1" / "model.keras").exists()
+    for name in ("phase1/model.keras", "phase2/model.keras", "backup"):
+        assert not (out / name).exists(), name  # duplicates and resume state are gone
     final = [c for c in plot_calls if c.args[1] == out / "curves.png"]
     assert final and final[-1].kwargs["marks"] == {1: "fine-tuning starts"}
 
@@ -182,6 +188,7 @@ def test_fine_tuned_model_reloads_with_identical_predictions(run, data):
         loaded.predict(x, verbose=0), result.model.predict(x, verbose=0)
     )
     assert isinstance(loaded.optimizer, ft.LayerwiseOptimizer)  # saved with its state
+    assert loaded.optimizer.head_index == result.model.optimizer.head_index
     for a, b in zip(loaded.optimizer.variables, result.model.optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -197,13 +204,49 @@ def test_save_backbone_round_trip_after_fine_tuning(run, tmp_path):
     )
 
 
-def test_gradual_unfreezes_one_block_per_epoch(data, weights_file):
+class _Stop(Exception):
+    pass
+
+
+def _phase1_recipe(*args, **kwargs):
+    """The recipe `fine_tune` hands to phase 1's `train` (stopped there: nothing trains)."""
+    module = two_phase
+    with mock.patch.object(module, "train", side_effect=_Stop) as spy, pytest.raises(_Stop):
+        ft.fine_tune(*args, **kwargs)
+    return spy.call_args.kwargs["recipe"]
+
+
+def test_a_recipe_and_the_preset_train_the_head_at_the_same_rate(data, weights_file):
+    """`fine_tune(recipe=Recipe(...))` and `fine_tune(...)` decide the rate in one place, and an
+    explicit None keyword (`patience=None`, `augmentation=None`) is honoured, not dropped."""
+    fields = dict(backbone="mobilenet", weights=str(weights_file), head_epochs=1, epochs=1,
+                  unfreeze="12", alpha=0.25, image_size=32)
+    preset = _phase1_recipe(data=data, verbose=0, **fields)
+    recipe = recipes.Recipe(**fields, augmentation="light")
+    given = _phase1_recipe(data=data, recipe=recipe, patience=None, augmentation=None, verbose=0)
+    assert given.peak_learning_rate == preset.peak_learning_rate == pytest.approx(1e-3)
+    assert given.phase2_learning_rate == preset.phase2_learning_rate == pytest.approx(1e-4)
+    assert (given.patience, given.augmentation) == (None, None)
+    assert (preset.patience, recipe.patience) == (5, 5)  # what dropping None would have kept
+    assert given.epochs == preset.epochs == 1  # phase 1 runs head_epochs
+
+
+def test_the_head_trains_at_the_recorded_rate(run):
+    result, _, out, _ = run
+    assert result.history["learning_rate"][0] == pytest.approx(1e-3)
+    assert recipes.RunFolder(out).sub("phase1").history()["learning_rate"] == pytest.approx([1e-3])
+
+
+def test_gradual_unfreezes_one_block_per_epoch_on_a_built_model(data, weights_file):
+    model = recipes.build_classifier(
+        "mobilenet", data.num_classes, image_size=32, alpha=0.25, weights=str(weights_file),
+        input_shape=data.input_shape, trainable_backbone=False,
+    )
     snaps = Snapshots()
     # With layer-wise LR too: the optimizer then gets gradients for a subset of its variables.
     result = ft.fine_tune(
-        "mobilenet", data, weights=str(weights_file), alpha=0.25, image_size=32, head_epochs=0,
-        epochs=2, unfreeze="12", gradual=True, layer_lr_decay=0.5, schedule="constant",
-        callbacks=[snaps], verbose=0,
+        model, data, head_epochs=0, epochs=2, unfreeze="12", gradual=True, layer_lr_decay=0.5,
+        schedule="constant", callbacks=[snaps], verbose=0,
     )
     assert isinstance(result.model.optimizer, ft.LayerwiseOptimizer)
     assert result.metrics["phase2_start_epoch"] == 0 and "head_test_accuracy" not in result.metrics
@@ -211,6 +254,9 @@ def test_gradual_unfreezes_one_block_per_epoch(data, weights_file):
     epochs = [s for tag, s in by_tag if isinstance(tag, int)]
     assert changed_layers(by_tag[0][1], epochs[0]) == {"conv_dw_13", "conv_pw_13", "logits"}
     assert changed_layers(epochs[0], epochs[1]) == BLOCK_12_13 | {"logits"}
+    # A built model brings its own weights (recorded as none) at the pretrained default rate.
+    assert result.recipe.weights is None and result.recipe.backbone == "mobilenet"
+    assert result.recipe.phase2_learning_rate == pytest.approx(1e-4)
 
 
 def test_imagenet_offline_fails_before_training(keras_home, data, tmp_path):
@@ -223,40 +269,24 @@ def test_imagenet_offline_fails_before_training(keras_home, data, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "policy, match",
-    [
-        ("conv9", r"Unknown block 'conv9' for mobilenet.*Blocks of mobilenet.*1, 2, 3.*13"),
-        ("20", r"top:20"),
-        ("top:0", "top:"),
-        ("top:150%", "percentage"),
-        ("re:(", "regex is invalid"),
-        ("re:^nothing_like_this", "matches no layer"),
-        (0, ">= 1"),
-        (2.5, "unfreeze must be"),
-        (True, "unfreeze must be"),
-    ],
-)
-def test_bad_unfreeze_policy_errors_before_training(policy, match, data, weights_file):
-    snaps = Snapshots()
-    with pytest.raises(ValueError, match=match):
-        ft.fine_tune("mobilenet", data, weights=str(weights_file), alpha=0.25, image_size=32,
-                     unfreeze=policy, callbacks=[snaps], verbose=0)
-    assert snaps.taken == []
-
-
-@pytest.mark.parametrize(
     "kwargs, match",
     [
+        ({"unfreeze": "conv9"}, "Unknown block of mobilenet"),  # needs the model
+        ({"unfreeze": "re:^nothing_like_this"}, "matches no layer"),  # needs the model
+        ({"gradual": True, "unfreeze": "none"}, "gradual=True needs"),  # needs the model
+        ({"unfreeze": "top:0"}, "top:"),
         ({"layer_lr_decay": 1.5}, "layer_lr_decay"),
-        ({"gradual": True, "unfreeze": "none"}, "gradual=True needs"),
         ({"fine_tune_learning_rate": -1.0}, "fine_tune_learning_rate"),
-        ({"weights": None, "epochs": 0}, "epochs"),
+        ({"epochs": 0}, "epochs"),
+        ({"pateince": 3}, "Did you mean: patience"),
     ],
 )
-def test_bad_fine_tune_arguments(kwargs, match, data, weights_file):
-    kwargs = {"weights": str(weights_file), **kwargs}
+def test_bad_arguments_fail_before_training(kwargs, match, data, weights_file, tmp_path):
+    snaps = Snapshots()
     with pytest.raises(ValueError, match=match):
-        ft.fine_tune("mobilenet", data, alpha=0.25, image_size=32, verbose=0, **kwargs)
+        ft.fine_tune("mobilenet", data, weights=str(weights_file), callbacks=[snaps],
+                     out=tmp_path / "run", **TINY, **kwargs)
+    assert snaps.taken == [] and not (tmp_path / "run").exists()
 
 
 def test_built_model_rejects_weights_and_build_options(data):
@@ -267,84 +297,30 @@ def test_built_model_rejects_weights_and_build_options(data):
         ft.fine_tune(model, data, image_size=64)
 
 
-# -- policy selection on real architectures (no training) ----------------------------------
+class _KillSecondFit(keras.callbacks.Callback):
+    """Kills the run at the start of phase 2's second epoch (after its backup of epoch 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fits = 0
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.fits == 2 and epoch == 1:
+            raise KeyboardInterrupt
 
 
-@pytest.fixture(scope="module")
-def nets():
-    return {
-        name: recipes.build_classifier(name, 3, image_size=32, **kw)
-        for name, kw in (("resnet50", {}), ("mobilenet_v2", {"alpha": 0.35}), ("efficientnet_b0", {}))
-    }
-
-
-def test_resnet50_policies(nets):
-    model = nets["resnet50"]
-    conv5 = {f"conv5_block{b}_{i}_conv" for b in (1, 2, 3) for i in (1, 2, 3)} | {"conv5_block1_0_conv"}
-    select = ft.unfreeze_policy_layers
-    assert set(select(model, "conv5")) == conv5 and len(select(model, "conv5")) == 10
-    assert select(model, "re:^conv5_") == select(model, "conv5")
-    assert len(select(model, "conv4")) == 10 + 6 * 3 + 1
-    every = select(model, "all")
-    assert len(every) == 53 and every[0] == "conv1_conv"  # ResNet-50: 53 convolutions
-    assert select(model, 3) == ["conv5_block3_1_conv", "conv5_block3_2_conv", "conv5_block3_3_conv"]
-    assert select(model, "top:3") == select(model, 3)
-    assert select(model, "top:10%") == every[-6:]  # 5.3 rounded up
-    assert select(model, "none") == []
-
-
-def test_mobilenet_v2_policies(nets):
-    model = nets["mobilenet_v2"]
-    select = ft.unfreeze_policy_layers
-    assert select(model, "block_16") == ["block_16_expand", "block_16_depthwise", "block_16_project", "Conv_1"]
-    every = select(model, "all")
-    assert len(every) == 52 and every[:3] == ["Conv1", "expanded_conv_depthwise", "expanded_conv_project"]
-    assert select(model, "top:25%") == every[-13:]
-    assert select(model, "re:_depthwise$") == [n for n in every if n.endswith("_depthwise")]
-
-
-def test_efficientnet_b0_policies(nets):
-    model = nets["efficientnet_b0"]
-    select = ft.unfreeze_policy_layers
-    chosen = select(model, "block6")
-    assert chosen[0] == "block6a_expand_conv" and chosen[-1] == "top_conv"
-    assert all(n.startswith(("block6", "block7", "top")) for n in chosen)
-    every = select(model, "all")
-    assert every[0] == "stem_conv" and "normalization" not in every  # statistics, not weights
-    expected = [n for n in every if n.startswith(("block6", "block7", "top"))]
-    assert chosen == expected and "block6a_se_reduce" in chosen
-    with pytest.raises(ValueError, match=r"stem, block1, block2, .*block7, top"):
-        select(model, "block9")
-
-
-def test_apply_policy_keeps_bn_frozen_and_head_trainable(nets):
-    model = nets["efficientnet_b0"]
-    try:
-        chosen = ft.apply_unfreeze_policy(model, "block7")
-        trainable = {v.path.split("/")[0] for v in model.trainable_variables}
-        assert trainable == set(chosen) | {"logits"}
-        assert all(not bn.trainable for bn in _bn_layers(model))
-        assert ft.apply_unfreeze_policy(model, "none") == []
-        assert {v.path.split("/")[0] for v in model.trainable_variables} == {"logits"}
-    finally:
-        ft.apply_unfreeze_policy(model, "all")
-
-
-def test_layer_lr_multipliers_follow_blocks(nets):
-    m = ft.layer_lr_multipliers(nets["resnet50"], 0.5, "conv4")
-    assert m["conv5_block3_3_conv"] == 0.5 and m["conv4_block6_3_conv"] == 0.25
-    assert set(m) == set(ft.unfreeze_policy_layers(nets["resnet50"], "conv4"))
-    with pytest.raises(ValueError, match="layer_lr_decay"):
-        ft.layer_lr_multipliers(nets["resnet50"], 0.0)
-
-
-def test_resume_reuses_a_finished_phase1_only_for_the_same_recipe(tmp_path):
-    recipe = recipes.Recipe(backbone="mobilenet", head_epochs=1)
-    phases = (tmp_path / "phase1", tmp_path / "phase2")
-    for name in ("metrics.json", "model.keras"):
-        phases[0].mkdir(exist_ok=True)
-        (phases[0] / name).write_text("{}")
-    recipe.save(tmp_path / "recipe.json")
-    assert ft._prepare_run_dir(tmp_path, recipe, phases) is True
-    assert ft._prepare_run_dir(tmp_path, recipe.replace(unfreeze="all"), phases) is False
-    assert not phases[0].exists()
+@pytest.mark.slow  # ~16 s: a killed fine-tune and its resumption
+def test_a_killed_run_resumes_without_repeating_phase1(data, weights_file, tmp_path):
+    args = dict(weights=str(weights_file), head_epochs=1, epochs=2, unfreeze="12",
+                out=tmp_path / "ft", **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        ft.fine_tune("mobilenet", data, callbacks=[_KillSecondFit()], **args)
+    snaps = Snapshots()
+    result = ft.fine_tune("mobilenet", data, callbacks=[snaps], **args)
+    assert len(snaps.fits()) == 1  # phase 1 was finished: only phase 2 ran
+    assert [tag for tag, _ in snaps.taken] == ["begin", 1, "end"]  # from its backup: epoch 2 only
+    assert len(result.history["loss"]) == 3 and result.metrics["phase2_start_epoch"] == 1
+    assert len(recipes.RunFolder(tmp_path / "ft").history()["loss"]) == 3

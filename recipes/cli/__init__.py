@@ -1,0 +1,76 @@
+"""The `recipes` command line: one module per command, Recipe flags generated from its fields.
+
+Each module in `COMMANDS` defines `add_parser(subparsers)` and the function the command runs.
+They are all imported when the parser is built, with nothing caught: a broken command module is
+an error, never a command that quietly disappears.
+
+Example:
+    >>> from recipes.cli import main
+    >>> main(["train", "--epochs", "1", "--out", "runs/digits"])
+    0
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .args import CommandParser
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: The command modules, in the order `recipes --help` lists them.
+COMMANDS = (
+    "list_backbones", "train", "fine_tune", "weights", "tune", "find_lr", "bench", "preview",
+)
+
+
+def build_parser() -> CommandParser:
+    """The argparse parser of `recipes` with every command in `COMMANDS`.
+
+    Raises:
+        ImportError: A command module that cannot be imported (never swallowed).
+    """
+    parser = CommandParser(
+        prog="recipes",
+        description="Keras image-classification recipes: build, train, fine-tune, tune, measure.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the `recipes` console script.
+
+    Args:
+        argv: Arguments without the program name (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit code: 0 done, 1 failed (weights unavailable, search failed), 2 bad arguments
+        (one line on stderr: `recipes <command>: error: ...`), 130 interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from ..weights import WeightsUnavailableError
+
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:
+        print(f"recipes {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except WeightsUnavailableError as exc:
+        print(f"recipes {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume from the last finished epoch",
+              file=sys.stderr)
+        return 130
+
+
+def _one_line(exc) -> str:
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -1,0 +1,7 @@
+"""`python -m recipes.cli`: the `recipes` console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,232 @@
+"""What the `recipes` commands share: Recipe flags generated from the fields, the data, run folders.
+
+Every Recipe field is a flag, generated from its `dataclasses.field` metadata (help, kind, group,
+flag, aliases, nullable, choices, cli), so a new field is on the command line without touching
+this package. Each flag defaults to None, meaning "not given": the field then comes from
+`--recipe FILE`, else from `--preset NAME` (or the command's own preset), else from `Recipe()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+
+from ..config import PRESETS, Recipe
+
+__all__ = [
+    "EXPLICIT_NONE",
+    "CommandParser",
+    "add_recipe_arguments",
+    "flags_of",
+    "explicit_fields",
+    "recipe_from_args",
+    "data_from_args",
+    "default_out",
+    "verbosity",
+]
+
+_NONE_WORDS = ("none", "null")
+
+
+class _ExplicitNone:
+    """`--field none`: set the field to None (a flag not given is plain None)."""
+
+    def __repr__(self):
+        return "none"
+
+
+#: What a nullable flag parses `none`/`null` to; `recipe_from_args` turns it into None.
+EXPLICIT_NONE = _ExplicitNone()
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (`recipes train: error: ...`), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _ints(text):
+    text = text.strip()
+    if text.lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints such as 256,128 (or none); Received: {text!r}"
+        ) from None
+
+
+_PARSERS = {"str": str, "policy": str, "int": int, "float": float, "ints": _ints}
+_METAVARS = {"int": "N", "float": "X", "ints": "N,N", "policy": "POLICY"}
+
+
+def _converter(kind, nullable):
+    parse = _PARSERS[kind]
+
+    def convert(text):
+        if nullable and text.strip().lower() in _NONE_WORDS:
+            return EXPLICIT_NONE
+        return parse(text)
+
+    # argparse words a failed conversion with the name: "invalid int value: 'x'".
+    convert.__name__ = "ints" if kind == "ints" else parse.__name__
+    return convert
+
+
+def flags_of(field) -> list[str]:
+    """The option strings of a Recipe field: its flag (default `--field-name`), then its aliases.
+
+    Example:
+        >>> flags_of(next(f for f in dataclasses.fields(Recipe) if f.name == "learning_rate"))
+        ['--learning-rate', '--lr']
+    """
+    meta = field.metadata
+    return [meta.get("flag") or "--" + field.name.replace("_", "-"), *meta.get("aliases", ())]
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def _argument(field, default) -> dict:
+    meta = field.metadata
+    kind = meta["kind"]
+    text = meta["help"]
+    if kind == "policy":
+        text += " (here digits are a block name, as in MobileNet v1; a count is top:N)"
+    if meta.get("nullable") and "none" not in text.lower():
+        text += "; none accepted"
+    if default is not None and "default" not in text:
+        text += f" (default: {_shown(default)})"
+    kwargs = {"dest": field.name, "default": None, "help": text.replace("%", "%%")}
+    if kind == "bool":
+        kwargs["action"] = argparse.BooleanOptionalAction
+        return kwargs
+    kwargs["type"] = _converter(kind, meta.get("nullable", False))
+    if meta.get("choices"):
+        # Shown, not enforced by argparse: the Recipe's check says "Did you mean ...".
+        kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
+    elif kind in _METAVARS:
+        kwargs["metavar"] = _METAVARS[kind]
+    return kwargs
+
+
+def add_recipe_arguments(parser, *, base=None, exclude_groups=(), only=None):
+    """Adds a flag for every Recipe field (grouped as in the metadata), `--recipe`, `--preset`
+    and `--data-dir` to an argparse parser.
+
+    Args:
+        parser: The command's parser.
+        base: The Recipe whose values the help shows as defaults (default `Recipe()`).
+        exclude_groups: Metadata groups left out (e.g. `("fine-tuning",)` for `train`).
+        only: Field names to add, leaving out the rest (default: every field with `cli`).
+
+    Returns:
+        The parser.
+
+    Example:
+        >>> parser = CommandParser(prog="recipes train")
+        >>> add_recipe_arguments(parser, exclude_groups=("fine-tuning",))
+        >>> recipe_from_args(parser.parse_args(["--lr", "0.01", "--no-flip"])).flip
+        False
+    """
+    base = base if base is not None else Recipe()
+    groups = {}
+    for field in dataclasses.fields(Recipe):
+        meta = field.metadata
+        if not meta.get("cli", True) or meta["group"] in exclude_groups:
+            continue
+        if only is not None and field.name not in only:
+            continue
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(f"{meta['group']} (recipe fields)")
+        groups[meta["group"]].add_argument(*flags_of(field), **_argument(field, getattr(base, field.name)))
+    g = parser.add_argument_group("recipe and data")
+    source = g.add_mutually_exclusive_group()
+    source.add_argument("--recipe", metavar="FILE",
+                        help="start from a recipe.json (e.g. an earlier run's); flags override it")
+    source.add_argument("--preset", choices=tuple(PRESETS),
+                        help="start from a named recipe; flags override it")
+    g.add_argument("--data-dir", help="tensorflow-datasets data folder (for tfds:<name>)")
+    return parser
+
+
+def explicit_fields(args) -> dict:
+    """The Recipe fields given on the command line, `none` as None.
+
+    Example:
+        >>> explicit_fields(parser.parse_args(["--epochs", "3", "--schedule", "none"]))
+        {'schedule': None, 'epochs': 3}
+    """
+    given = {}
+    for name in Recipe.field_names():
+        value = getattr(args, name, None)
+        if value is not None:
+            given[name] = None if value is EXPLICIT_NONE else value
+    return given
+
+
+def recipe_from_args(args, *, preset="default", changes=None) -> Recipe:
+    """The Recipe the command line describes: explicit flags over `--recipe FILE` over the preset.
+
+    Args:
+        args: Parsed arguments of a parser with `add_recipe_arguments`.
+        preset: The base when neither `--recipe` nor `--preset` is given (default "default";
+            `fine-tune` uses "fine-tune").
+        changes: Fields a command sets itself, applied with the flags (default none).
+
+    Returns:
+        A validated `Recipe`.
+
+    Raises:
+        ValueError: A missing or bad recipe file, or a bad value (what was received and what is
+            allowed).
+
+    Example:
+        >>> recipe_from_args(parser.parse_args(["--preset", "fine-tune", "--epochs", "3"])).epochs
+        3
+    """
+    if getattr(args, "recipe", None):
+        base = Recipe.load(args.recipe)
+    else:
+        base = Recipe.preset(getattr(args, "preset", None) or preset)
+    return base.replace(**{**(changes or {}), **explicit_fields(args)})
+
+
+def data_from_args(args, recipe: Recipe):
+    """Loads the recipe's dataset with its splits, seed and batch size (and `--data-dir`).
+
+    Returns:
+        A `recipes.Data`.
+
+    Raises:
+        ValueError: An unknown or unreadable source.
+    """
+    from ..training import prepare_data
+
+    _, data = prepare_data(recipe, None, data_dir=getattr(args, "data_dir", None))
+    return data
+
+
+def default_out(recipe: Recipe, suffix: str = "") -> str:
+    """`runs/<dataset>_<backbone><suffix>`, the dataset reduced to a file-name-safe tag.
+
+    Example:
+        >>> default_out(Recipe(dataset="idx:data/mnist"), "_finetune")
+        'runs/mnist_mobilenet_v3_small_finetune'
+    """
+    tag = re.sub(r"[^A-Za-z0-9]+", "_", str(recipe.dataset).split("/")[-1] or "data").strip("_")
+    return f"runs/{tag or 'data'}_{recipe.backbone}{suffix}"
+
+
+def verbosity() -> int:
+    """Keras `fit` verbosity: a progress bar on a terminal, one line per epoch in logs (CI, nohup)."""
+    return 1 if sys.stdout.isatty() else 2
