@@ -134,6 +134,9 @@ class Recipe:
     validation_split: float = _f(0.1, "fraction held out for validation", kind="float", group="model")
     test_split: float = _f(0.1, "fraction held out for the test", kind="float", group="model")
     seed: int = _f(0, "seed for weights, splits, shuffling and augmentation", kind="int")
+    class_weight: str | None = _f(None, "balanced: weight the loss by inverse class frequency "
+                                  "(imbalanced data); none: every image counts the same",
+                                  kind="str", nullable=True, choices=("balanced",))
     patience: int | None = _f(5, "early-stopping patience in epochs on val_loss (0 or none: off)",
                               kind="int", nullable=True)
     precise_bn: bool = _f(True, "recompute BatchNorm statistics after training", kind="bool")
@@ -222,6 +225,7 @@ class Recipe:
             )
         v.check_int("seed", self.seed, 0)
         v.check_int("patience", self.patience, 0, allow_none=True)
+        v.check_choice("class_weight", self.class_weight, ("balanced",), allow_none=True)
         v.check_int("head_epochs", self.head_epochs, 0)
         v.parse_unfreeze_policy(self.unfreeze)
         v.check_number("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True, high_open=False,

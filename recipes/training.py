@@ -259,6 +259,7 @@ def train(
         kwargs,
     )
     recipe, data = prepare_data(recipe, data, batch_size_given="batch_size" in kwargs)
+    class_weight = data.class_weights() if recipe.class_weight == "balanced" else None
     if isinstance(model_or_backbone, keras.Model):
         model = model_or_backbone
     else:
@@ -288,6 +289,7 @@ def train(
     history = model.fit(
         _train_pipeline(data, recipe), validation_data=data.validation, epochs=recipe.epochs,
         callbacks=cbs, verbose=verbose, shuffle=False,  # the pipeline reshuffles every epoch
+        class_weight=class_weight,
     )
     seconds = time.time() - start
     if recipe.precise_bn and _has_training_bn(model):
