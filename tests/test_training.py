@@ -163,3 +163,30 @@ def test_bad_arguments_fail_before_building(kwargs, message, small_data, monkeyp
 def test_unknown_backbone_in_train_lists_matches(small_data):
     with pytest.raises(ValueError, match="Did you mean: mobilenet"):
         recipes.train("mobilnet", small_data, epochs=1)
+
+
+def test_balanced_class_weight_reaches_fit(digits_small, monkeypatch):
+    x, y = digits_small
+    keep = (y != 1) | (np.arange(len(y)) % 3 == 0)  # class 1 down to a third
+    data = recipes.load_data((x[keep], y[keep]), batch_size=32, seed=0)
+    counts = np.asarray(data.class_counts)
+    weights = data.class_weights()
+    assert weights[1] > 2 * weights[0]
+    np.testing.assert_allclose(
+        [weights[i] * counts[i] for i in range(10)], [counts.sum() / 10] * 10, rtol=1e-9
+    )
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(self, *args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(keras.Model, "fit", fake_fit)
+    with pytest.raises(Stop):
+        recipes.train(data=data, class_weight="balanced", **TINY)
+    assert seen["class_weight"] == weights
+    with pytest.raises(ValueError, match="Unknown class_weight; Received: class_weight='balance'"):
+        recipes.train(data=data, class_weight="balance", **TINY)

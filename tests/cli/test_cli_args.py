@@ -66,6 +66,8 @@ CASES = [
     ("validation_split", ["--validation-split", "0.3"], 0.3),
     ("test_split", ["--test-split", "0"], 0.0),
     ("seed", ["--seed", "7"], 7),
+    ("class_weight", ["--class-weight", "balanced"], "balanced"),
+    ("class_weight", ["--class-weight", "none"], None),
     ("patience", ["--patience", "0"], 0),
     ("patience", ["--patience", "none"], None),
     ("precise_bn", ["--no-precise-bn"], False),
