@@ -16,11 +16,10 @@ def _all_layers(model):
 
 
 def _inputs_of(batch):
-    if isinstance(batch, dict):
-        return batch
-    if isinstance(batch, (tuple, list)):
-        return batch[0]
-    return batch
+    if isinstance(batch, (tuple, list)) and not isinstance(batch, dict):
+        batch = batch[0]
+    # predict_on_batch on JAX (and torch) takes arrays, not the tf.Tensors tf.data yields.
+    return keras.tree.map_structure(np.asarray, batch)
 
 
 def _trainable_bn_layers(model):

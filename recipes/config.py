@@ -131,6 +131,12 @@ class Recipe:
     warmup_epochs: int = _f(1, "linear warmup epochs (capped at epochs - 1)", kind="int")
     epochs: int = _f(12, "epochs (fine-tune: phase-2 epochs)", kind="int")
     batch_size: int = _f(64, "batch size", kind="int")
+    crop: str | None = _f(None, "how images of another aspect ratio reach the pipeline size "
+                          "(folders, tfds): none stretches, center crops, pad letterboxes",
+                          kind="str", group="data", nullable=True, choices=("center", "pad"))
+    cache: str | None = _f("auto", "decoded images: auto (in memory when a split is under 256 MB), "
+                           "memory, none (decode every epoch) or a cache file prefix such as "
+                           "./cache/data", kind="str", group="data", nullable=True)
     validation_split: float = _f(0.1, "fraction held out for validation", kind="float", group="model")
     test_split: float = _f(0.1, "fraction held out for the test", kind="float", group="model")
     seed: int = _f(0, "seed for weights, splits, shuffling and augmentation", kind="int")
@@ -226,6 +232,10 @@ class Recipe:
         v.check_int("seed", self.seed, 0)
         v.check_int("patience", self.patience, 0, allow_none=True)
         v.check_choice("class_weight", self.class_weight, ("balanced",), allow_none=True)
+        v.check_choice("crop", self.crop, ("center", "pad"), allow_none=True)
+        from .data.images import check_cache
+
+        check_cache(self.cache)
         v.check_int("head_epochs", self.head_epochs, 0)
         v.parse_unfreeze_policy(self.unfreeze)
         v.check_number("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True, high_open=False,

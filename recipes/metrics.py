@@ -36,7 +36,8 @@ class _ConfusionMetric(keras.metrics.Metric):
         self.confusion.assign_add(ops.cast(counts, self.confusion.dtype))
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        # ops.zeros_like(variable) fails on JAX (numpy cannot read a Keras variable's dtype).
+        self.confusion.assign(ops.zeros(self.confusion.shape, dtype=self.confusion.dtype))
 
     def _macro(self, axis):
         diag = ops.diagonal(self.confusion)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +28,9 @@ SCHEDULES = SCHEDULE_NAMES
 
 #: Optimizer names and their from-scratch default learning rates (decided in `recipes.config`).
 OPTIMIZERS = DEFAULT_LEARNING_RATES
+
+#: The run folder's list of image files the loader could not read (one path per line).
+SKIPPED_FILE = "skipped.txt"
 
 #: Variables whose names contain one of these get no weight decay (biases, BatchNorm scale/shift).
 NO_DECAY_NAMES = ("bias", "gamma", "beta")
@@ -176,9 +180,16 @@ def prepare_data(recipe: Recipe, data, *, batch_size_given=False, data_dir=None)
     if data is None:
         data = recipe.dataset
     if not isinstance(data, Data):
+        # Folders and tfds decode images of any size: they resize in the pipeline, to the recipe's
+        # size. In-memory arrays keep their shape (the model resizes), so a saved model takes the
+        # images it was given.
+        decoded = isinstance(data, (str, os.PathLike)) and not (
+            str(data) == "digits" or str(data).startswith("idx:"))
         data = load_data(
             data, batch_size=recipe.batch_size, validation_split=recipe.validation_split,
             test_split=recipe.test_split, seed=recipe.seed, data_dir=data_dir,
+            **(dict(image_size=recipe.image_size, crop=recipe.crop, cache=recipe.cache)
+               if decoded else {}),
         )
     if data.batch_size != recipe.batch_size and batch_size_given:
         raise ValueError(
@@ -187,6 +198,13 @@ def prepare_data(recipe: Recipe, data, *, batch_size_given=False, data_dir=None)
         )
     recipe = recipe.replace(dataset=data.source or describe_source(data), batch_size=data.batch_size)
     return recipe, data
+
+
+def record_skipped(run: RunFolder | None, data: Data) -> None:
+    """Lists the files the loader could not read in the run's `skipped.txt` (one path a line)."""
+    skipped = getattr(data, "skipped", None)
+    if run is not None and skipped:
+        run.write_text(SKIPPED_FILE, "".join(f"{path}\n" for path in skipped))
 
 
 def build_from_recipe(recipe: Recipe, data: Data, **build_kwargs):
@@ -212,6 +230,8 @@ def train(
     strategy=None,
     recipe=None,
     verbose="auto",
+    workers=None,
+    worker_index=None,
     **kwargs,
 ) -> Result:
     """Builds (from a backbone name), compiles, fits with validation and evaluates on test.
@@ -236,13 +256,21 @@ def train(
             visible, else none).
         recipe: A `Recipe` to start from (e.g. `Recipe.load("run/recipe.json")`).
         verbose: Keras `fit` verbosity (default "auto": progress bar).
+        workers: Train on several machines (default None: this one): every worker's
+            `"host:port"`, worker 0 first, as a list or `"host:port,host:port"`; the same call
+            runs on every worker. Needs Keras' JAX backend (`KERAS_BACKEND=jax` set before
+            keras is imported). `batch_size` is the global batch; worker 0 writes `out`, the
+            others write nothing. See `recipes.distribute`.
+        worker_index: This worker's position in `workers` (required with them).
         **kwargs: Other `Recipe` fields.
 
     Returns:
-        A `Result` with `.model`, `.history`, `.metrics`, `.run_dir`, `.recipe`.
+        A `Result` with `.model`, `.history`, `.metrics`, `.run_dir`, `.recipe` (`run_dir` is
+        None on workers other than 0).
 
     Raises:
-        ValueError: Any bad argument (checked before the model is built).
+        ValueError: Any bad argument (checked before the model is built), including bad
+            `workers`/`worker_index` or `workers` under a backend other than JAX.
 
     Example:
         >>> result = recipes.train("mobilenet", "digits", epochs=2, out="runs/digits")
@@ -258,6 +286,7 @@ def train(
              label_smoothing=label_smoothing, seed=seed),
         kwargs,
     )
+    cluster = _connect(workers, worker_index, strategy)  # None on one machine
     recipe, data = prepare_data(recipe, data, batch_size_given="batch_size" in kwargs)
     class_weight = data.class_weights() if recipe.class_weight == "balanced" else None
     if isinstance(model_or_backbone, keras.Model):
@@ -265,9 +294,19 @@ def train(
     else:
         recipe = recipe.replace(image_size=recipe.image_size_for(data.input_shape))
         model = None
+    if cluster is not None:
+        cluster.check_data(data.sizes.get("train", 0), data.batch_size)
+        if model is not None:
+            from .distribute import check_model_distributed
+
+            check_model_distributed(model)
+        out = out if cluster.is_chief else None  # worker 0 writes the run folder
     run = RunFolder(out) if out is not None else None
-    if strategy is None:
+    record_skipped(run, data)
+    if strategy is None and cluster is None:
         strategy = _default_strategy()
+    steps_per_epoch = (data.steps_per_epoch if cluster is None
+                       else cluster.steps_per_epoch(data.sizes.get("train", 0), data.batch_size))
 
     keras.utils.set_random_seed(recipe.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -275,7 +314,7 @@ def train(
             model = build_from_recipe(recipe, data)
         schedule = cb.make_schedule(
             recipe.schedule or "constant", recipe.peak_learning_rate, epochs=recipe.epochs,
-            steps_per_epoch=data.steps_per_epoch, warmup_epochs=recipe.effective_warmup_epochs,
+            steps_per_epoch=steps_per_epoch, warmup_epochs=recipe.effective_warmup_epochs,
         )
         opt = make_optimizer(
             recipe.optimizer, schedule, weight_decay=recipe.weight_decay, momentum=recipe.momentum
@@ -284,13 +323,21 @@ def train(
             model, data.num_classes, optimizer=opt, label_smoothing=recipe.label_smoothing,
             mixing=bool(recipe.mixup or recipe.cutmix),
         )
-    cbs = list(callbacks) + _run_callbacks(recipe, run, data)
+    cbs = list(callbacks) + _run_callbacks(recipe, run, data, cluster)
     start = time.time()
-    history = model.fit(
-        _train_pipeline(data, recipe), validation_data=data.validation, epochs=recipe.epochs,
-        callbacks=cbs, verbose=verbose, shuffle=False,  # the pipeline reshuffles every epoch
-        class_weight=class_weight,
-    )
+    try:
+        history = model.fit(
+            _train_pipeline(data, recipe, cluster), validation_data=data.validation,
+            epochs=recipe.epochs, callbacks=cbs, verbose=verbose,
+            shuffle=False,  # the pipeline reshuffles every epoch
+            class_weight=class_weight,
+        )
+    finally:
+        if cluster is not None:
+            from .distribute import remove_private_backup
+
+            for callback in cbs:
+                remove_private_backup(callback)
     seconds = time.time() - start
     if recipe.precise_bn and _has_training_bn(model):
         cb.recompute_bn_statistics(
@@ -301,16 +348,46 @@ def train(
         scores = model.evaluate(data.test, return_dict=True, verbose=0)
         metrics.update({f"test_{k}": float(v) for k, v in scores.items()})
     hist = {k: [float(x) for x in v] for k, v in history.history.items()}
+    if getattr(data, "skipped", None):
+        metrics["skipped_files"] = len(data.skipped)
     if run is not None:
         if run.history_path.is_file():
             hist = run.history()  # history.csv spans a resumed run, not just this process's part
         metrics["epochs"] = len(next(iter(hist.values()), []))
-        run.finish(model, recipe, metrics, hist)
+        with _alone(cluster):  # only worker 0 has a run folder
+            run.finish(model, recipe, metrics, hist)
     return Result(model=model, history=hist, metrics=metrics, run_dir=run.path if run else None,
                   recipe=recipe)
 
 
+def _connect(workers, worker_index, strategy):
+    """`recipes.distribute.connect` for `train(workers=...)`; None on one machine."""
+    if workers is None and worker_index is None:
+        return None
+    if strategy is not None:
+        raise ValueError("strategy is a TensorFlow (one machine) option; several workers use "
+                         f"Keras' JAX distribution instead; Received: strategy={strategy!r} "
+                         "with workers")
+    from .distribute import connect
+
+    return connect(workers, worker_index)
+
+
+def _alone(cluster):
+    """What worker 0 does by itself (saving) runs outside the distribution (a no-op context on
+    one machine); see `recipes.distribute.local_only`."""
+    if cluster is None:
+        return contextlib.nullcontext()
+    from .distribute import local_only
+
+    return local_only()
+
+
 def _default_strategy():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None  # tf.distribute strategies only drive the TensorFlow backend
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
@@ -328,8 +405,11 @@ def _has_training_bn(model):
     return False
 
 
-def _train_pipeline(data: Data, recipe: Recipe):
+def _train_pipeline(data: Data, recipe: Recipe, cluster=None):
     ds = data.train_pipeline(recipe.seed)
+    if cluster is not None:
+        # Before augmentation and mixing: each worker does 1/N of that work.
+        ds = cluster.shard_train(ds, data.batch_size, data.sizes.get("train"))
     if recipe.augmentation and recipe.augment_placement == "data":
         from .augment import apply_augmentation
 
@@ -343,16 +423,19 @@ def _train_pipeline(data: Data, recipe: Recipe):
     return ds
 
 
-def _run_callbacks(recipe: Recipe, run: RunFolder | None, data: Data):
+def _run_callbacks(recipe: Recipe, run: RunFolder | None, data: Data, cluster=None):
     import keras
 
     import callbacks as cb
 
     resuming = run.start() if run is not None else False
     out = cb.default_callbacks(
-        run.path if run is not None else None,
+        run.path if run is not None and cluster is None else None,
         patience=recipe.patience if data.validation is not None else 0,  # watches val_loss
     )
+    if cluster is not None:  # every worker restores worker 0's backup (see recipes.distribute)
+        backup = cluster.backup_callback(run.backup_dir if run is not None else None)
+        out += [backup] if backup is not None else []
     if run is not None:
         out.append(keras.callbacks.CSVLogger(str(run.history_path), append=resuming))
     return out

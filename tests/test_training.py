@@ -190,3 +190,21 @@ def test_balanced_class_weight_reaches_fit(digits_small, monkeypatch):
     assert seen["class_weight"] == weights
     with pytest.raises(ValueError, match="Unknown class_weight; Received: class_weight='balance'"):
         recipes.train(data=data, class_weight="balance", **TINY)
+
+
+def test_skipped_files_are_listed_in_the_run_and_reported_in_one_line(tmp_path, capsys):
+    import types
+
+    from recipes.cli.args import report_skipped
+    from recipes.run import RunFolder
+    from recipes.training import SKIPPED_FILE, record_skipped
+
+    data = types.SimpleNamespace(skipped=["a/broken.jpg", "b/empty.png"])
+    record_skipped(RunFolder(tmp_path / "run"), data)
+    assert (tmp_path / "run" / SKIPPED_FILE).read_text() == "a/broken.jpg\nb/empty.png\n"
+    report_skipped(data, tmp_path / "run")
+    assert capsys.readouterr().out == (
+        f"skipped 2 unreadable file(s) (listed in {tmp_path / 'run' / SKIPPED_FILE})\n"
+    )
+    record_skipped(RunFolder(tmp_path / "clean"), types.SimpleNamespace(skipped=[]))
+    assert not (tmp_path / "clean").exists()

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from .args import CommandParser
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     from ..weights import WeightsUnavailableError
 
     try:
+        _switch_to_jax_for_workers(args, argv)
         return int(args.func(args) or 0)
     except ValueError as exc:
         print(f"recipes {args.command}: error: {_one_line(exc)}", file=sys.stderr)
@@ -70,6 +72,44 @@ def main(argv=None) -> int:
         print("interrupted; re-run the same command to resume from the last finished epoch",
               file=sys.stderr)
         return 130
+
+
+#: Set in the environment of a command re-executed on JAX (so that it never loops).
+_REEXECUTED = "RECIPES_WORKERS_REEXECUTED"
+
+
+def _switch_to_jax_for_workers(args, argv):
+    """`--workers`: checks the worker flags, then runs the command on Keras' JAX backend.
+
+    The backend is fixed when keras is first imported (here, already), so a command started on
+    another backend re-executes itself (`python -m recipes.cli ...`, same arguments) with
+    `KERAS_BACKEND=jax` in its environment.
+
+    Raises:
+        ValueError: Bad `--workers`/`--worker-index`, JAX not installed, or a re-executed
+            command that still does not run on JAX.
+    """
+    workers, index = getattr(args, "workers", None), getattr(args, "worker_index", None)
+    if workers is None and index is None:
+        return
+    import keras
+
+    from ..distribute import check_jax_installed, check_workers
+
+    check_workers(workers, index)
+    check_jax_installed()
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return
+    if os.environ.get(_REEXECUTED):
+        raise ValueError("--workers needs Keras' JAX backend, but the re-executed command still "
+                         f"runs on another (is keras.json overriding it?); Received: backend={backend!r}")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    print(f"recipes {args.command}: --workers runs on Keras' JAX backend (not {backend}); "
+          "restarting with KERAS_BACKEND=jax", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    env = {**os.environ, "KERAS_BACKEND": "jax", _REEXECUTED: "1"}
+    os.execve(sys.executable, [sys.executable, "-m", "recipes.cli", *argv], env)
 
 
 def _one_line(exc) -> str:

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import re
 import sys
+from pathlib import Path
 
 from ..config import PRESETS, Recipe
 
@@ -19,6 +20,7 @@ __all__ = [
     "EXPLICIT_NONE",
     "CommandParser",
     "add_recipe_arguments",
+    "add_worker_arguments",
     "flags_of",
     "explicit_fields",
     "recipe_from_args",
@@ -159,6 +161,28 @@ def add_recipe_arguments(parser, *, base=None, exclude_groups=(), only=None):
     return parser
 
 
+def add_worker_arguments(parser):
+    """Adds `--workers` and `--worker-index` (training on several machines, JAX backend).
+
+    They are not Recipe fields: the same recipe redoes a run on one machine or on several.
+    `recipes.cli.main` checks them and switches to the JAX backend before the command runs.
+
+    Returns:
+        The parser.
+    """
+    g = parser.add_argument_group("several machines (Keras' JAX backend)")
+    g.add_argument(
+        "--workers", metavar="HOST:PORT,...",
+        help="train on several machines: every worker's host:port, worker 0 (the coordinator, "
+        "which writes the run folder) first; run the same command on every machine with its "
+        "own --worker-index; --batch-size is the global batch. Runs on Keras' JAX backend "
+        "(pip install \"keras-recipes[jax]\")",
+    )
+    g.add_argument("--worker-index", type=int, metavar="I",
+                   help="this machine's position in --workers (0 to N-1)")
+    return parser
+
+
 def explicit_fields(args) -> dict:
     """The Recipe fields given on the command line, `none` as None.
 
@@ -214,6 +238,16 @@ def data_from_args(args, recipe: Recipe):
 
     _, data = prepare_data(recipe, None, data_dir=getattr(args, "data_dir", None))
     return data
+
+
+def report_skipped(data, out) -> None:
+    """Prints one line when the loader skipped unreadable files (train lists them in the run)."""
+    skipped = getattr(data, "skipped", None)
+    if skipped:
+        from ..training import SKIPPED_FILE
+
+        where = f"listed in {Path(out) / SKIPPED_FILE}" if out else "see Data.skipped"
+        print(f"skipped {len(skipped)} unreadable file(s) ({where})", flush=True)
 
 
 def default_out(recipe: Recipe, suffix: str = "") -> str:

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ..config import Recipe
-from .args import add_recipe_arguments, data_from_args, default_out, recipe_from_args, verbosity
+from .args import (
+    add_recipe_arguments,
+    add_worker_arguments,
+    data_from_args,
+    default_out,
+    recipe_from_args,
+    report_skipped,
+    verbosity,
+)
+from .train import worker_text
 
 __all__ = ["add_parser", "run"]
 
@@ -25,6 +34,7 @@ def add_parser(subparsers):
     )
     add_recipe_arguments(p, base=Recipe.preset(PRESET))
     p.add_argument("--out", help="run folder (default: runs/<dataset>_<backbone>_finetune)")
+    add_worker_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -41,10 +51,12 @@ def run(args) -> int:
         )
     out = args.out or default_out(recipe, "_finetune")
     data = data_from_args(args, recipe)
+    report_skipped(data, out)
     print(f"fine-tuning {recipe.backbone} ({recipe.weights}) on {recipe.dataset}: "
           f"{recipe.head_epochs} head epoch(s), then {recipe.epochs} with {recipe.unfreeze} "
-          f"unfrozen, into {out}", flush=True)
-    result = fine_tune(recipe.backbone, data, recipe=recipe, out=out, verbose=verbosity())
+          f"unfrozen, {worker_text(args, out)}", flush=True)
+    result = fine_tune(recipe.backbone, data, recipe=recipe, out=out, verbose=verbosity(),
+                       workers=args.workers, worker_index=args.worker_index)
     m = result.metrics
 
     def fmt(key):
@@ -53,6 +65,6 @@ def run(args) -> int:
     print(
         f"test accuracy: {fmt('test_accuracy')} (head only: {fmt('head_test_accuracy')})  "
         f"unfrozen layers: {m['unfrozen_layers']}  phase 2 from epoch {m['phase2_start_epoch'] + 1}  "
-        f"run folder: {result.run_dir}"
+        f"run folder: {result.run_dir or 'written by worker 0'}"
     )
     return 0

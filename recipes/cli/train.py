@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .args import add_recipe_arguments, data_from_args, default_out, recipe_from_args, verbosity
+from .args import (
+    add_recipe_arguments,
+    add_worker_arguments,
+    data_from_args,
+    default_out,
+    recipe_from_args,
+    report_skipped,
+    verbosity,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -16,6 +24,7 @@ def add_parser(subparsers):
     )
     add_recipe_arguments(p, exclude_groups=("fine-tuning",))
     p.add_argument("--out", help="run folder (default: runs/<dataset>_<backbone>); re-run to resume")
+    add_worker_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -27,10 +36,20 @@ def run(args) -> int:
     recipe = recipe_from_args(args)
     out = args.out or default_out(recipe)
     data = data_from_args(args, recipe)
+    report_skipped(data, out)
+    where = worker_text(args, out)
     print(f"training {recipe.backbone} on {recipe.dataset} ({data.sizes.get('train', '?')} images) "
-          f"for {recipe.epochs} epoch(s) into {out}", flush=True)
-    result = train(data=data, recipe=recipe, out=out, verbose=verbosity())
+          f"for {recipe.epochs} epoch(s) {where}", flush=True)
+    result = train(data=data, recipe=recipe, out=out, verbose=verbosity(),
+                   workers=args.workers, worker_index=args.worker_index)
     acc = result.metrics.get("test_accuracy")
     acc_text = f"{acc:.4f}" if acc is not None else "n/a (no test split)"
-    print(f"test accuracy: {acc_text}  run folder: {result.run_dir}")
+    print(f"test accuracy: {acc_text}  run folder: {result.run_dir or 'written by worker 0'}")
     return 0
+
+
+def worker_text(args, out) -> str:
+    """Where the run goes: `into <out>`, or which worker this is and who writes the folder."""
+    if args.workers is None or args.worker_index == 0:
+        return f"into {out}" + (" (worker 0, coordinator)" if args.workers else "")
+    return f"as worker {args.worker_index} (worker 0 writes the run folder; this one writes nothing)"

@@ -1,4 +1,10 @@
-"""In-memory sources: numpy arrays, scikit-learn's digits, IDX files (MNIST layout)."""
+"""In-memory sources: numpy arrays, scikit-learn's digits, IDX files (MNIST layout).
+
+The images stay in the caller's (or the reader's) numpy array: splits are index arrays and the
+pipelines gather one batch at a time from it (`tf.numpy_function`), so there is no per-split copy
+and no graph constant (`from_tensor_slices` would copy the array into the graph, which TensorFlow
+caps at 2 GB). Uncompressed IDX files are memory-mapped, so they are not even read up front.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["as_nhwc_uint8", "from_arrays", "from_digits", "from_idx", "from_memory", "read_idx"]
+__all__ = ["as_nhwc_uint8", "from_arrays", "from_digits", "from_idx", "from_memory", "make_data",
+           "array_pipeline", "read_idx"]
 
 
-def as_nhwc_uint8(x):
+def _as_nhwc(x):
+    """`x` as (N, H, W, C) with C in 1|3, a view when it can be (never a copy of uint8 data)."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
@@ -18,16 +26,41 @@ def as_nhwc_uint8(x):
         raise ValueError(
             f"Images must have shape (N, H, W) or (N, H, W, 1|3); Received: shape={x.shape}"
         )
-    if x.dtype != np.uint8:
-        x = np.clip(x, 0, 255).astype(np.uint8) if x.max(initial=0) > 1.0 else (
-            np.clip(x, 0, 1) * 255).round().astype(np.uint8)
     return x
+
+
+def _to_uint8(x):
+    """The function that turns a batch of `x` into uint8 0-255 (identity for uint8 arrays).
+
+    Float arrays whose maximum is at most 1 are taken as 0-1 images and scaled; anything else is
+    clipped to 0-255. The maximum is one pass over `x` (no copy); converting batch by batch keeps
+    a float array from being copied whole into uint8.
+    """
+    if x.dtype == np.uint8:
+        return lambda batch: batch
+    if x.max(initial=0) > 1.0:
+        return lambda batch: np.clip(batch, 0, 255).astype(np.uint8)
+    return lambda batch: (np.clip(batch, 0, 1) * 255).round().astype(np.uint8)
+
+
+def as_nhwc_uint8(x):
+    """`x` as a uint8 (N, H, W, C) array, C in 1|3 (a view for uint8 input, else one copy).
+
+    Raises:
+        ValueError: Another shape.
+
+    Example:
+        >>> as_nhwc_uint8(np.zeros((2, 4, 4), "float32")).shape
+        (2, 4, 4, 1)
+    """
+    x = _as_nhwc(x)
+    return _to_uint8(x)(x)
 
 
 def _arrays(source):
     if len(source) != 2:
         raise ValueError(f"Array source must be (x, y); Received: a sequence of {len(source)} items")
-    x, y = as_nhwc_uint8(source[0]), np.asarray(source[1])
+    x, y = _as_nhwc(source[0]), np.asarray(source[1])
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
             "y must be a 1-D array of integer labels, one per image; "
@@ -48,7 +81,16 @@ def _digits():
 
 
 def read_idx(path) -> np.ndarray:
-    """Reads an IDX file of uint8 data (MNIST layout, optionally gzipped) into an array.
+    """Reads an IDX file of uint8 data (MNIST layout, optionally gzipped) into a read-only array.
+
+    An uncompressed file is memory-mapped (pages are read when a batch needs them); a `.gz` file
+    is decompressed once and the array is a view of the bytes (no second copy).
+
+    Args:
+        path: The `.../*-ubyte` or `.../*-ubyte.gz` file.
+
+    Returns:
+        A uint8 array of the shape the header gives, e.g. `(N, 28, 28)` or `(N,)`.
 
     Raises:
         ValueError: Not an IDX file of uint8 data.
@@ -58,14 +100,22 @@ def read_idx(path) -> np.ndarray:
         (10000,)
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"Not an IDX file of uint8 data: {path}")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    gzipped = path.suffix == ".gz"
+    with (gzip.open if gzipped else open)(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+            raise ValueError(f"Not an IDX file of uint8 data: {path}")
+        ndim = head[3]
+        raw_dims = f.read(4 * ndim)
+        if len(raw_dims) < 4 * ndim:
+            raise ValueError(f"Not an IDX file of uint8 data (truncated header): {path}")
+        dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim)]
+        offset = 4 + 4 * ndim
+        if gzipped:
+            return np.frombuffer(f.read(), np.uint8).reshape(dims)
+    if path.stat().st_size < offset + int(np.prod(dims)):
+        raise ValueError(f"IDX file shorter than its header says ({dims}): {path}")
+    return np.memmap(path, np.uint8, mode="r", offset=offset, shape=tuple(dims))
 
 
 def _idx(folder):
@@ -90,6 +140,9 @@ def _idx(folder):
 
     def load(p):
         x, y = read_idx(p[0]), read_idx(p[1]).astype(np.int32)
+        if x.ndim != 3 or y.ndim != 1:
+            raise ValueError(f"Expected (N, H, W) images and (N,) labels; Received: "
+                             f"{p[0].name} of shape {x.shape}, {p[1].name} of shape {y.shape}")
         if len(x) != len(y):
             raise ValueError(f"{p[0].name} has {len(x)} images but {p[1].name} has {len(y)} labels")
         return x[..., None], y
@@ -99,21 +152,140 @@ def _idx(folder):
     return (*load(pairs[0]), None, None)
 
 
+def array_pipeline(x, y, indices=None, *, image_size=None, batch_size=32, shuffle=False, seed=0,
+                   convert=None):
+    """A batched `tf.data` pipeline over `x[indices]`, `y[indices]` that gathers whole batches.
+
+    Only positions (int64) flow through tf.data: they are shuffled (train), batched, and each
+    batch is gathered from the numpy arrays in one `tf.numpy_function` call, so the images are
+    neither copied per split nor captured as a graph constant (no 2 GB limit; a `np.memmap`
+    works and is read batch by batch).
+
+    Args:
+        x: `(N, H, W, C)` images (uint8, or floats 0-1 / 0-255: converted per batch).
+        y: `(N,)` int32 labels.
+        indices: Which examples, in order (default: all).
+        image_size: Resize batches to this side (default: keep).
+        batch_size: Default 32.
+        shuffle: Reshuffle every pass (seeded: a fresh pipeline repeats the same orders).
+        seed: Shuffle seed (default 0).
+        convert: `batch -> uint8 batch` (default: from `x`'s dtype; for floats that is one pass
+            over `x` to find its range, so callers building several pipelines pass it).
+
+    Returns:
+        A `tf.data.Dataset` of `(uint8 images, int32 labels)` batches, or None for no examples.
+
+    Example:
+        >>> ds = array_pipeline(x, y, np.arange(100), batch_size=10, shuffle=True, seed=1)
+    """
+    import tensorflow as tf
+
+    indices = np.arange(len(y)) if indices is None else np.asarray(indices, np.int64)
+    if len(indices) == 0:
+        return None
+    to_uint8 = convert or _to_uint8(x)
+
+    def gather(positions):
+        rows = indices[positions]
+        return to_uint8(x[rows]), y[rows]
+
+    def load(positions):
+        images, labels = tf.numpy_function(gather, [positions], (tf.uint8, tf.int32))
+        images.set_shape((None, *x.shape[1:]))
+        labels.set_shape((None,))
+        return images, labels
+
+    ds = tf.data.Dataset.range(len(indices))
+    if shuffle:
+        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if image_size is not None and tuple(x.shape[1:3]) != (image_size, image_size):
+        ds = ds.map(
+            lambda im, lb: (tf.cast(tf.clip_by_value(tf.round(
+                tf.image.resize(im, (image_size, image_size))), 0, 255), tf.uint8), lb),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_data(parts, class_names, image_size, batch_size, seed, source):
+    """A `Data` of in-memory pipelines.
+
+    Args:
+        parts: `{"train"|"validation"|"test": (x, y) or (x, y, indices)}`; without `indices` the
+            whole arrays. Splits of one array share it (no copy).
+        class_names: Names, index = label.
+        image_size: Resize to this side in the pipeline (None: keep).
+        batch_size: Batch size.
+        seed: Shuffle seed of `Data.train` (`Data.make_train(seed)` builds others).
+        source: Text for `Data.source`.
+
+    Returns:
+        A `Data` whose train pipeline reshuffles every pass.
+    """
+    from .core import Data
+
+    parts = {name: (p[0], p[1], np.arange(len(p[1])) if len(p) == 2 else np.asarray(p[2]))
+             for name, p in parts.items()}
+    x_train, y_train, train_idx = parts["train"]
+    shape = (image_size, image_size, x_train.shape[-1]) if image_size else tuple(x_train.shape[1:])
+    converters = {id(p[0]): _to_uint8(p[0]) for p in parts.values()}  # one range pass per array
+
+    def pipeline(name, shuffle, pipeline_seed):
+        x, y, idx = parts.get(name, (x_train, y_train, train_idx[:0]))
+        return array_pipeline(x, y, idx, image_size=image_size, batch_size=batch_size,
+                              shuffle=shuffle, seed=pipeline_seed, convert=converters[id(x)])
+
+    return Data(
+        train=pipeline("train", True, seed),
+        validation=pipeline("validation", False, seed),
+        test=pipeline("test", False, seed),
+        make_train=lambda train_seed: pipeline("train", True, train_seed),
+        class_names=list(class_names),
+        input_shape=tuple(int(s) for s in shape),
+        source=source,
+        sizes={name: int(len(parts[name][2])) if name in parts else 0
+               for name in ("train", "validation", "test")},
+        class_counts=np.bincount(y_train[train_idx], minlength=len(class_names)).tolist(),
+        batch_size=batch_size,
+        cache="memory",
+    )
+
+
 def from_memory(x, y, class_names, *, x_test=None, y_test=None, image_size=None, batch_size=32,
                 validation_split=0.1, test_split=0.1, seed=0, cache="auto", where="arrays"):
-    """A `Data` from in-memory images: stratified splits (the official test set when given)."""
-    from .core import check_classes, make_data, split
+    """A `Data` from in-memory images: stratified splits (the official test set when given).
 
+    Args:
+        x: `(N, H, W, C)` images; `y`: `(N,)` int32 labels; `class_names`: index = label.
+        x_test, y_test: An official test set, used instead of holding out `test_split`.
+        image_size, batch_size, validation_split, test_split, seed: As `load_data`.
+        cache: Ignored: the arrays are already in memory (`Data.cache` says "memory").
+        where: Text for `Data.source` and messages.
+
+    Returns:
+        A `Data`; the splits are index arrays into `x` (no copy).
+
+    Raises:
+        ValueError: No images, one class, or splits too small for the classes.
+    """
+    from .core import check_classes, split
+
+    del cache  # already in memory; nothing is decoded
     check_classes(y, class_names, where)
     splits = split(len(y), y, validation_split, 0.0 if x_test is not None else test_split, seed)
-    parts = {k: (x[i], y[i]) for k, i in splits.items()}
+    parts = {k: (x, y, i) for k, i in splits.items()}
     if x_test is not None:
         parts["test"] = (x_test, y_test)
     return make_data(parts, class_names, image_size, batch_size, seed, where)
 
 
 def from_arrays(source, **opts):
-    """`(x, y)` numpy arrays: `x` (N, H, W) or (N, H, W, 1|3), `y` integer labels."""
+    """`(x, y)` numpy arrays: `x` (N, H, W) or (N, H, W, 1|3), `y` integer labels.
+
+    `x` is used in place (uint8 arrays and `np.memmap`s are never copied whole); float images
+    (0-1 or 0-255) are converted to uint8 batch by batch. `opts` are `load_data`'s.
+    """
     from .core import describe_source
 
     x, y, class_names = _arrays(source)
@@ -121,13 +293,16 @@ def from_arrays(source, **opts):
 
 
 def from_digits(**opts):
-    """scikit-learn's bundled 8x8 digits, scaled to 0-255 (offline)."""
+    """scikit-learn's bundled 8x8 digits, scaled to 0-255 (offline). `opts` are `load_data`'s."""
     x, y, class_names = _digits()
     return from_memory(x, y, class_names, where="digits", **opts)
 
 
 def from_idx(folder, **opts):
-    """IDX files (MNIST layout); `t10k-*` becomes the test split when `train-*` is there too."""
+    """IDX files (MNIST layout); `t10k-*` becomes the test split when `train-*` is there too.
+
+    `opts` are `load_data`'s. Uncompressed files are memory-mapped, `.gz` files read once.
+    """
     x, y, x_test, y_test = _idx(folder)
     top = int(max(y.max(), -1 if y_test is None else y_test.max()))
     return from_memory(x, y, [str(i) for i in range(top + 1)], x_test=x_test, y_test=y_test,

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Data", "load_data", "DEFAULT_DATASET", "describe_source", "split", "make_data",
-           "check_classes"]
+__all__ = ["Data", "load_data", "DEFAULT_DATASET", "describe_source", "split", "check_classes"]
 
 #: The embedded default: scikit-learn's bundled 8x8 digits (1,797 real images, offline).
 DEFAULT_DATASET = "digits"
@@ -30,6 +29,10 @@ class Data:
         sizes: Number of examples per split.
         class_counts: Training examples per class (index = label).
         batch_size: Batch size of the datasets.
+        skipped: Files left out because they cannot be read as images (paths; image
+            folders: corrupt, truncated, empty or non-image files).
+        cache: Where decoded images are cached: "memory", "none" (decoded every
+            epoch) or a file path prefix; "" when the source does not say.
     """
 
     train: object
@@ -42,6 +45,8 @@ class Data:
     class_counts: list = dataclasses.field(default_factory=list)
     batch_size: int = 32
     make_train: object = dataclasses.field(default=None, repr=False)
+    skipped: list = dataclasses.field(default_factory=list)
+    cache: str = ""
 
     def train_pipeline(self, seed=None):
         """A fresh training pipeline whose shuffle order depends only on `seed`.
@@ -106,19 +111,23 @@ def load_data(
 
     Sources:
         - `"digits"`: scikit-learn's 8x8 digits, scaled to 0-255 (offline; the default).
-        - a folder with one sub-folder of images per class (corrupt files are skipped with a warning).
-        - `(x, y)` numpy arrays: `x` of shape (N, H, W) or (N, H, W, C), `y` integer labels.
+        - a folder with one sub-folder of images per class, or with `train/`, `validation/` (or
+          `val/`) and `test/` split folders: streamed (listed once, decoded in a parallel map);
+          unreadable files are skipped and named in `Data.skipped`.
+        - `(x, y)` numpy arrays (or memmaps): `x` of shape (N, H, W) or (N, H, W, C), `y` integer
+          labels; gathered batch by batch (no copies, no 2 GB limit).
         - `"idx:<folder>"`: IDX files (MNIST / Fashion-MNIST / KMNIST layout, `.gz` or not). When
           the folder has both `train-*` and `t10k-*` files the official test set becomes `test`.
-        - `"tfds:<name>"`: a tensorflow-datasets dataset already prepared under `data_dir`.
+        - `"tfds:<name>"`: a tensorflow-datasets dataset prepared under `data_dir`, streamed with
+          its own splits (missing ones carved from the end of `train`).
 
-    Splits are stratified and deterministic for a seed. The pipeline caches, shuffles (train),
-    batches and prefetches with AUTOTUNE; no Python runs per example.
+    Splits are deterministic for a seed (stratified where the labels are known up front). The
+    pipelines shuffle (train), batch and prefetch with AUTOTUNE; no Python runs per example.
 
     Args:
         source: One of the above (default `"digits"`).
-        image_size: Resize images to this side in the pipeline (default: keep; the model resizes
-            anyway, and image folders use the size of their first image).
+        image_size: Resize images to this side in the pipeline (default: arrays keep their size,
+            the model resizes; folders use their most common size, at most 512 px; tfds 224).
         batch_size: Default 32.
         validation_split: Fraction held out for validation (default 0.1).
         test_split: Fraction held out for test (default 0.1), unless the source has its own.
@@ -231,50 +240,3 @@ def _stratify(y):
     counts = np.bincount(y)
     return y if counts[counts > 0].min() >= 2 else None
 
-
-def _pipeline(x, y, *, image_size, batch_size, shuffle, seed):
-    import tensorflow as tf
-
-    if len(y) == 0:
-        return None
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    if shuffle:
-        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if image_size is not None and x.shape[1:3] != (image_size, image_size):
-        ds = ds.map(
-            lambda im, lb: (tf.cast(tf.image.resize(im, (image_size, image_size)), tf.uint8), lb),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def make_data(parts, class_names, image_size, batch_size, seed, source):
-    x_train = parts["train"][0]
-    size = image_size
-    shape = (size, size, x_train.shape[-1]) if size else tuple(x_train.shape[1:])
-    datasets = {
-        name: _pipeline(
-            *parts[name], image_size=image_size, batch_size=batch_size,
-            shuffle=name == "train", seed=seed,
-        )
-        for name in ("train", "validation", "test")
-    }
-    def make_train(train_seed):
-        return _pipeline(
-            *parts["train"], image_size=image_size, batch_size=batch_size, shuffle=True,
-            seed=train_seed,
-        )
-
-    return Data(
-        make_train=make_train,
-        train=datasets["train"],
-        validation=datasets["validation"],
-        test=datasets["test"],
-        class_names=list(class_names),
-        input_shape=tuple(int(s) for s in shape),
-        source=source,
-        sizes={k: int(len(v[1])) for k, v in parts.items()},
-        class_counts=np.bincount(parts["train"][1], minlength=len(class_names)).tolist(),
-        batch_size=batch_size,
-    )

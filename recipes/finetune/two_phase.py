@@ -9,11 +9,22 @@ trains at a lower rate, optionally with layer-wise rates (`layerwise`) and gradu
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
+import numpy as np
 
 from ..config import Recipe
+from ..distribute import connect, local_only
 from ..run import RunFolder
-from ..training import Result, build_from_recipe, merge_overrides, prepare_data, train
+from ..training import (
+    Result,
+    build_from_recipe,
+    merge_overrides,
+    prepare_data,
+    record_skipped,
+    train,
+)
 from .layerwise import LayerwiseLR
 from .policy import backbone_of, gradual_schedule, select_layers, set_trainable
 
@@ -39,6 +50,8 @@ def fine_tune(
     strategy=None,
     recipe=None,
     verbose="auto",
+    workers=None,
+    worker_index=None,
     **fields,
 ) -> Result:
     """Two-phase transfer learning: train a new head on the frozen backbone, then fine-tune.
@@ -84,6 +97,9 @@ def fine_tune(
         strategy: A `tf.distribute` strategy, passed to `train` (default: as `train`).
         recipe: A `Recipe` to start from (e.g. `Recipe.load("run/recipe.json")`).
         verbose: Keras `fit` verbosity (default "auto").
+        workers: Train on several machines (default None): every worker's `"host:port"`, as
+            for `recipes.train` (JAX backend; worker 0 writes `out`, the others nothing).
+        worker_index: This worker's position in `workers`.
         **fields: Other `Recipe` fields.
 
     Returns:
@@ -108,34 +124,56 @@ def fine_tune(
              fine_tune_learning_rate=fine_tune_learning_rate, unfreeze=unfreeze,
              layer_lr_decay=layer_lr_decay, gradual=gradual),
     )
+    # Several workers: joined before the model is built, so that its variables are replicated.
+    cluster = connect(workers, worker_index)  # None on one machine
+    distributed = dict(workers=workers, worker_index=worker_index) if cluster is not None else {}
+    if cluster is not None and not cluster.is_chief:
+        out = None  # worker 0 writes the run folder
     recipe, data = prepare_data(recipe, data, batch_size_given="batch_size" in fields)
     recipe, model = _model(model_or_backbone, recipe, data)
     backbone = backbone_of(model)
     selected = select_layers(backbone, recipe.unfreeze)
     _check_against_model(recipe, model, selected)
     run = RunFolder(out) if out is not None else None
+    record_skipped(run, data)
     reuse_phase1 = _start_run(run, recipe) if run is not None else False
+    if cluster is not None:  # worker 0's run folder decides for every worker
+        reuse_phase1 = bool(cluster.broadcast(np.array([reuse_phase1], np.int32))[0])
     phase1, phase2 = (run.sub(PHASE1), run.sub(PHASE2)) if run is not None else (None, None)
 
     # Phase 1: the new head on the frozen backbone (or the finished phase 1 of this run).
     set_trainable(model, backbone, set())
     head = Result(model, {}, {}, None, recipe)
     if recipe.head_epochs > 0 and reuse_phase1:
-        model.set_weights(phase1.load_model(compile=False).get_weights())
-        head = Result(model, phase1.history(), phase1.metrics(), phase1.path, recipe)
+        _reuse_phase1(model, phase1, cluster)
+        if phase1 is not None:  # None on workers other than 0
+            head = Result(model, phase1.history(), phase1.metrics(), phase1.path, recipe)
     elif recipe.head_epochs > 0:
         head = train(
             model, data, recipe=recipe.replace(epochs=recipe.head_epochs, warmup_epochs=0),
-            callbacks=callbacks, out=phase1, strategy=strategy, verbose=verbose,
+            callbacks=callbacks, out=phase1, strategy=strategy, verbose=verbose, **distributed,
         )
 
     # Phase 2: unfreeze, lower learning rate, continue.
     tuned = train(
         model, data, recipe=recipe.replace(learning_rate=recipe.phase2_learning_rate),
         callbacks=[*callbacks, *_phase2_callbacks(recipe, model, backbone, selected, verbose)],
-        out=phase2, strategy=strategy, verbose=verbose,
+        out=phase2, strategy=strategy, verbose=verbose, **distributed,
     )
-    return _finish(run, model, recipe, head, tuned, unfrozen=len(selected))
+    with local_only() if run is not None and cluster is not None else contextlib.nullcontext():
+        return _finish(run, model, recipe, head, tuned, unfrozen=len(selected))
+
+
+def _reuse_phase1(model, phase1, cluster):
+    """Sets the finished phase 1's weights; on several workers, worker 0's on every worker."""
+    if cluster is None:
+        model.set_weights(phase1.load_model(compile=False).get_weights())
+        return
+    weights = None
+    if cluster.is_chief:
+        with local_only():  # loading creates variables: outside the distribution
+            weights = phase1.load_model(compile=False).get_weights()
+    cluster.set_weights_from_chief(model, weights)  # every worker: assigning is collective
 
 
 def _fine_tune_recipe(model_or_backbone, recipe, fields, named) -> Recipe:

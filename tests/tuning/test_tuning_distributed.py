@@ -24,6 +24,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~60 s of three processes tracing; keeps the default suite under 6 minutes
 def test_chief_and_two_workers_share_one_search(tmp_path):
     pytest.importorskip("grpc", reason="KerasTuner's distributed mode needs grpcio")
     port = _free_port()
