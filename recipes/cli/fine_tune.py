@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 from ..config import Recipe
-from .args import (
-    add_recipe_arguments,
-    add_worker_arguments,
-    data_from_args,
-    default_out,
-    recipe_from_args,
-    report_skipped,
-    verbosity,
-)
+from . import args as cli
 from .train import worker_text
 
 __all__ = ["add_parser", "run"]
@@ -32,9 +24,9 @@ def add_parser(subparsers):
             f"same command to resume. Fields not given come from the {PRESET!r} preset."
         ),
     )
-    add_recipe_arguments(p, base=Recipe.preset(PRESET))
+    cli.add_recipe_arguments(p, base=Recipe.preset(PRESET))
     p.add_argument("--out", help="run folder (default: runs/<dataset>_<backbone>_finetune)")
-    add_worker_arguments(p)
+    cli.add_worker_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -43,19 +35,19 @@ def run(args) -> int:
     """Fine-tunes, then prints the test accuracies, what was unfrozen and the run folder."""
     from ..finetune import fine_tune
 
-    recipe = recipe_from_args(args, preset=PRESET)
+    recipe = cli.recipe_from_args(args, preset=PRESET)
     if recipe.weights is None:
         raise ValueError(
             "fine-tune needs pretrained weights (imagenet or a file from save_backbone); "
             "Received: weights=None. Use `recipes train` to train from scratch."
         )
-    out = args.out or default_out(recipe, "_finetune")
-    data = data_from_args(args, recipe)
-    report_skipped(data, out)
+    out = args.out or cli.default_out(recipe, "_finetune")
+    data = cli.data_from_args(args, recipe)
+    cli.report_skipped(data, out)
     print(f"fine-tuning {recipe.backbone} ({recipe.weights}) on {recipe.dataset}: "
           f"{recipe.head_epochs} head epoch(s), then {recipe.epochs} with {recipe.unfreeze} "
           f"unfrozen, {worker_text(args, out)}", flush=True)
-    result = fine_tune(recipe.backbone, data, recipe=recipe, out=out, verbose=verbosity(),
+    result = fine_tune(recipe.backbone, data, recipe=recipe, out=out, verbose=cli.verbosity(),
                        workers=args.workers, worker_index=args.worker_index)
     m = result.metrics
 
