@@ -82,6 +82,7 @@ def test_killed_run_resumes_from_last_finished_epoch(tmp_path, small_data):
     assert result.metrics["epochs"] == 4
 
 
+@pytest.mark.slow  # ~35 s in a subprocess; keeps the default suite under 6 minutes
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     script = textwrap.dedent(
         """
