@@ -19,7 +19,6 @@ __all__ = [
     "child_layers",
     "learning_rate_slot",
     "set_learning_rate_slot",
-    "optimizer_var_key",
     "optimizer_tracks",
     "multi_optimizer_parts",
     "set_iterations",
@@ -95,14 +94,6 @@ def set_learning_rate_slot(optimizer, value):
     value (tracking would change the optimizer's variable list).
     """
     object.__setattr__(optimizer, "_learning_rate", value)
-
-
-def optimizer_var_key(optimizer, variable):
-    """The key an optimizer files a variable under.
-
-    Touches: `Optimizer._var_key`.
-    """
-    return optimizer._var_key(variable)
 
 
 def optimizer_tracks(optimizer, variables) -> bool:

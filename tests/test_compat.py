@@ -34,8 +34,9 @@ def test_installed_keras_is_in_the_pinned_range():
     assert f"keras{compat.KERAS_RANGE}" in (ROOT / "setup.cfg").read_text().replace(" ", "")
 
 
-def test_keras_home_is_a_folder_name():
-    assert compat.keras_home().endswith(".keras") or Path(compat.keras_home()).name
+def test_keras_home_follows_the_folder_keras_resolved(keras_home):
+    # The fixture points Keras' resolved home at a temp folder; compat must report that folder.
+    assert compat.keras_home() == str(keras_home)
 
 
 def test_intercept_get_file_sees_the_file_an_application_wants():
@@ -78,12 +79,11 @@ def test_learning_rate_slot_holds_a_variable_or_a_schedule():
     assert compat.learning_rate_slot(scheduled) is schedule
 
 
-def test_optimizer_var_key_and_tracks():
+def test_optimizer_tracks():
     model = _model()
     opt = keras.optimizers.Adam()
     head = model.get_layer("head").trainable_variables
     opt.build(head)
-    assert compat.optimizer_var_key(opt, head[0]) == compat.optimizer_var_key(opt, head[0])
     assert compat.optimizer_tracks(opt, head)
     assert not compat.optimizer_tracks(opt, model.trainable_variables)
 
