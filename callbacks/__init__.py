@@ -7,6 +7,8 @@
 * ``find_lr`` / ``LRFinder`` (LR range test).
 * Presets over Keras' EarlyStopping, ModelCheckpoint, BackupAndRestore,
   TerminateOnNaN (``default_callbacks``).
+* ``ResilientBackup``, ``StopOnDivergence`` (raises ``TrainingDiverged``),
+  ``LossExplosionWarning``: runs that survive kills, corrupt backups and NaN.
 * ``PreciseBN`` / ``recompute_bn_statistics``, ``GradualUnfreeze``,
   ``Throughput``, ``LearningRateLogger``, ``plot_schedule``.
 """
@@ -23,6 +25,14 @@ from callbacks.presets import (
     default_callbacks,
     early_stopping,
     terminate_on_nan,
+)
+from callbacks.resilience import (
+    LossExplosionWarning,
+    ResilientBackup,
+    ResumableCSVLogger,
+    RunWarning,
+    StopOnDivergence,
+    TrainingDiverged,
 )
 from callbacks.schedules import (
     ConstantLR,
@@ -50,14 +60,20 @@ __all__ = [
     "LRFinderResult",
     "LearningRateLogger",
     "LinearDecay",
+    "LossExplosionWarning",
     "OneCycle",
     "OneCycleSchedule",
     "PowerDecay",
     "PreciseBN",
+    "ResilientBackup",
+    "ResumableCSVLogger",
+    "RunWarning",
     "ScheduleCallback",
     "StepDecay",
+    "StopOnDivergence",
     "Throughput",
     "TimeBasedDecay",
+    "TrainingDiverged",
     "Warmup",
     "backup",
     "checkpoint",

@@ -23,6 +23,9 @@ class LearningRateLogger(keras.callbacks.Callback):
         >>> history.history["learning_rate"]
     """
 
+    #: Reads the rate at an epoch's first batch only: correct with several steps per execution.
+    steps_per_execution_safe = True
+
     def __init__(self):
         super().__init__()
         self._lr = None

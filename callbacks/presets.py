@@ -133,7 +133,8 @@ def terminate_on_nan():
 
 
 def default_callbacks(
-    run_dir=None, *, patience=5, monitor="val_loss", restore_best_weights=True, log_lr=True
+    run_dir=None, *, patience=5, monitor="val_loss", restore_best_weights=True, log_lr=True,
+    resilient=False, divergence_hint="lower the learning rate",
 ):
     """The trainer's standard callbacks for one run (what ``recipes.train`` uses).
 
@@ -145,6 +146,12 @@ def default_callbacks(
     Note that ``BackupAndRestore`` does not save ``EarlyStopping``'s patience
     counter, so a resumed run starts counting patience afresh.
 
+    With ``resilient=True`` (what ``recipes.train`` uses) the NaN check and the
+    backup are those of ``callbacks.resilience``: a NaN/inf loss raises
+    ``TrainingDiverged`` (epoch and batch named, the last good backup kept),
+    a loss that explodes warns, and an unreadable backup falls back to the
+    previous one or restarts with a warning instead of failing.
+
     Args:
         run_dir: The run's folder (default None: no backup); the backup goes to
             ``run_dir/backup``.
@@ -152,6 +159,11 @@ def default_callbacks(
         monitor: str, default ``"val_loss"``.
         restore_best_weights: bool, default True.
         log_lr: bool, default True.
+        resilient: bool, default False (Keras' ``TerminateOnNaN`` and
+            ``BackupAndRestore``); True: ``StopOnDivergence``,
+            ``LossExplosionWarning`` and ``ResilientBackup``.
+        divergence_hint: str, what the ``TrainingDiverged`` message and the
+            explosion warning advise (``resilient`` only).
 
     Returns:
         A list of callbacks.
@@ -163,10 +175,16 @@ def default_callbacks(
         >>> model.fit(train_ds, validation_data=val_ds, epochs=30,
         ...           callbacks=default_callbacks("runs/exp1"))
     """
+    from callbacks.resilience import LossExplosionWarning, ResilientBackup, StopOnDivergence
+
     result = [LearningRateLogger()] if log_lr else []
-    result.append(terminate_on_nan())
+    if resilient:
+        result += [StopOnDivergence(divergence_hint), LossExplosionWarning(hint=divergence_hint)]
+    else:
+        result.append(terminate_on_nan())
     if patience:
         result.append(early_stopping(monitor, patience, restore_best_weights=restore_best_weights))
     if run_dir is not None:
-        result.append(backup(os.path.join(os.fspath(run_dir), "backup")))
+        directory = os.path.join(os.fspath(run_dir), "backup")
+        result.append(ResilientBackup(directory) if resilient else backup(directory))
     return result

@@ -16,17 +16,24 @@ import os as _os
 # TensorFlow's C++ start-up chatter drowns the CLI's output; users can still override it.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from callbacks import TrainingDiverged  # noqa: E402  (raised by train, fine_tune)
+
 # Imported for their registered Keras objects: a fresh process that imports recipes can then
 # load_model() any saved model (layers, smoothed loss, mixed metrics, layer-wise optimizer)
 # without custom_objects.
 from . import augment, layers, metrics, mixing  # noqa: E402, F401
+from .ablate import AblationResult, ablate  # noqa: E402
+from .after import Report, calibrate, evaluate, export, grad_cam, predict  # noqa: E402
 from .augment import augmentation  # noqa: E402
+from .bagging import EnsembleResult, bagging, snapshot_ensemble  # noqa: E402
 from .builder import build_classifier  # noqa: E402
 from .config import DEFAULT_BACKBONE, Recipe  # noqa: E402
 from .data import DEFAULT_DATASET, Data, load_data  # noqa: E402
+from .distill import distill  # noqa: E402
 from .ensemble import ensemble  # noqa: E402
 from .finetune import fine_tune, unfreeze_policy_layers  # noqa: E402
 from .lr_find import find_lr  # noqa: E402
+from .portable import portable_model  # noqa: E402
 from .registry import backbone_info, list_backbones  # noqa: E402
 from .run import RunFolder  # noqa: E402
 from .training import Result, train  # noqa: E402
@@ -36,25 +43,39 @@ from .weights import WeightsUnavailableError, find_backbone, save_backbone  # no
 __version__ = "0.1.0"
 
 __all__ = [
+    "AblationResult",
     "DEFAULT_BACKBONE",
     "DEFAULT_DATASET",
     "Data",
+    "EnsembleResult",
     "Recipe",
+    "Report",
     "Result",
     "RunFolder",
     "SearchResult",
+    "TrainingDiverged",
     "WeightsUnavailableError",
+    "ablate",
     "augmentation",
     "backbone_info",
+    "bagging",
     "build_classifier",
+    "calibrate",
+    "distill",
     "ensemble",
+    "evaluate",
+    "export",
     "find_backbone",
     "find_lr",
     "fine_tune",
+    "grad_cam",
     "list_backbones",
     "load_data",
+    "portable_model",
+    "predict",
     "save_backbone",
     "search",
+    "snapshot_ensemble",
     "train",
     "unfreeze_policy_layers",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 from . import validation as v
 from .registry import backbone_info
 
-__all__ = ["benchmark", "machine_description"]
+__all__ = ["benchmark", "machine_description", "forward_flops", "matmul_peak_gflops"]
 
 
 def _timed(fn, repeats, *args):
@@ -46,13 +46,18 @@ def benchmark(
         batch_size: Batch for the throughput and training measurements (default 32).
         repeats: Timed calls per measurement (default 10); the median is reported.
         warmup: Untimed calls first (default 2).
-        train: Also time `train_on_batch` (default False).
+        train: Also time training (default False): images/s of the trainer's setup and of a
+            plain `model.fit` of the same model in the same run (`train_ratio` = ours / plain),
+            the first step's seconds (tracing) of each, forward GFLOPs per image and the
+            fraction of this machine's measured matmul peak that training reaches.
         num_classes: Classifier width (default 10).
         alpha: Width multiplier for MobileNets.
 
     Returns:
         A list of dicts: backbone, image_size, params, latency_ms (batch 1, median),
-        images_per_second (at `batch_size`), and train_images_per_second when `train`.
+        images_per_second (at `batch_size`); with `train` also train_images_per_second,
+        first_step_s, plain_fit_images_per_second, plain_first_step_s, train_ratio,
+        gflops_per_image, matmul_peak_gflops, peak_fraction.
 
     Raises:
         ValueError: An unknown backbone, no backbone, or a bad size or count (all checked before
@@ -75,6 +80,7 @@ def benchmark(
     v.check_int("repeats", repeats, 1)
     v.check_int("warmup", warmup, 0)
     v.check_int("num_classes", num_classes, 1)
+    peak = matmul_peak_gflops() if train else None
     rows = []
     for spec in specs:
         size = image_size or spec.default_size
@@ -98,17 +104,138 @@ def benchmark(
             "images_per_second": round(batch_size / per_batch, 1),
         }
         if train:
-            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-            labels = rng.integers(0, num_classes, (batch_size,))
-            for _ in range(warmup):
-                model.train_on_batch(batch, labels)
-            step = statistics.median(
-                _timed(model.train_on_batch, max(3, repeats // 2), batch, labels)
-            )
-            row["train_images_per_second"] = round(batch_size / step, 1)
+            row.update(_train_speed(spec, size, num_classes, batch_size, repeats, warmup, alpha,
+                                    peak=peak))
         rows.append(row)
         keras.backend.clear_session()
     return rows
+
+
+class _StepClock:
+    """Wall time at the end of every training batch (steady state = after the warm-up ones)."""
+
+    def __init__(self):
+        import keras
+
+        clock = self
+
+        class Clock(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                clock.start, clock.ends = time.perf_counter(), []
+
+            def on_train_batch_end(self, batch, logs=None):
+                clock.ends.append(time.perf_counter())
+
+        self.callback = Clock()
+
+    def images_per_second(self, batch_size, warmup):
+        ends = self.ends[warmup:]
+        return batch_size * (len(ends) - 1) / (ends[-1] - ends[0])
+
+    @property
+    def first_step(self):
+        return self.ends[0] - self.start
+
+
+def _train_speed(spec, size, num_classes, batch_size, repeats, warmup, alpha, *, peak):
+    """Training images/s of the trainer's setup next to a plain `model.fit` of the same model.
+
+    Ours: `compile_classifier` (its metrics, Adam), `recipes.speed.resolve`'s toggles and the
+    training state built before the first trace, on a tf.data pipeline. Plain: the same model
+    compiled as the Keras guides do (`"adam"`, `"sparse_categorical_crossentropy"`,
+    `["accuracy"]`) and fitted on numpy arrays. Both on the same random images; the first
+    `warmup` steps (tracing) are left out of images/s and reported as `first_step_s`.
+    """
+    import keras
+
+    from .builder import build_classifier
+    from .speed import resolve
+    from .training import compile_classifier, make_optimizer
+
+    steps = warmup + max(5, repeats) + 1
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (batch_size * steps, size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, num_classes, (batch_size * steps,))
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return build_classifier(spec.name, num_classes, image_size=size, input_shape=(size, size, 3),
+                                alpha=alpha if spec.alphas else None)
+
+    out = {}
+    speed = resolve(steps_per_epoch=steps)
+    model = build()
+    compile_classifier(model, num_classes, optimizer=make_optimizer("adam"),
+                       jit_compile=speed.jit_compile, steps_per_execution=speed.steps_per_execution)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        from .compat import build_training_state
+
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(2)
+        build_training_state(model, ds.element_spec)
+    else:
+        ds = (x, y)
+    clock = _StepClock()
+    if isinstance(ds, tuple):
+        model.fit(*ds, batch_size=batch_size, epochs=1, verbose=0, callbacks=[clock.callback])
+    else:
+        model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[clock.callback])
+    ours = clock.images_per_second(batch_size * speed.steps_per_execution,
+                                   max(1, warmup // speed.steps_per_execution))
+    out["train_images_per_second"] = round(ours, 1)
+    out["first_step_s"] = round(clock.first_step, 1)
+    flops = forward_flops(model, size)
+    keras.backend.clear_session()
+
+    plain = build()
+    plain.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = _StepClock()
+    plain.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False, callbacks=[clock.callback])
+    theirs = clock.images_per_second(batch_size, max(1, warmup))
+    out["plain_fit_images_per_second"] = round(theirs, 1)
+    out["plain_first_step_s"] = round(clock.first_step, 1)
+    out["train_ratio"] = round(ours / theirs, 2)
+    if flops:
+        out["gflops_per_image"] = round(flops / 1e9, 3)
+        if peak:
+            out["matmul_peak_gflops"] = round(peak, 1)
+            # A training step costs about three forward passes (forward, two backward products).
+            out["peak_fraction"] = round(3 * flops * ours / (peak * 1e9), 3)
+    return out
+
+
+def forward_flops(model, size) -> float | None:
+    """FLOPs of one forward pass on one image, counted by TensorFlow's profiler (None on other
+    backends, or when the profiler counts nothing)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    fn = tf.function(lambda images: model(images, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec((1, size, size, model.input_shape[-1]), tf.float32))
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    info = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
+                                         options=options)
+    return float(info.total_float_ops) or None
+
+
+def matmul_peak_gflops(n=1024, repeats=5) -> float:
+    """This machine's float32 matmul rate in GFLOP/s (best of `repeats` n x n products through
+    the Keras backend), the reference for `peak_fraction`."""
+    import keras
+
+    a = keras.ops.convert_to_tensor(np.random.default_rng(0).random((n, n), dtype=np.float32))
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, a))  # warm-up
+    best = min(_timed(lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, a)), repeats))
+    return 2 * n**3 / best / 1e9
 
 
 def machine_description() -> str:

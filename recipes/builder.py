@@ -43,6 +43,9 @@ def _resolve_shapes(spec, image_size, input_shape, weights):
         size = tuple(_check_int("image_size", s) for s in image_size)
     else:
         size = (_check_int("image_size", image_size),) * 2
+    from .validation import check_image_size
+
+    check_image_size(spec, size if isinstance(image_size, (tuple, list)) else size[0])
     if min(size) < spec.min_size:
         why = " with pretrained weights" if weights is not None else ""
         raise ValueError(
@@ -51,7 +54,7 @@ def _resolve_shapes(spec, image_size, input_shape, weights):
             "resizes them up to image_size.)"
         )
     if input_shape is None:
-        input_shape = (None, None, 3)
+        input_shape = (None, None, None)  # any size, 1 or 3 channels (ToRGB decides per call)
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
         raise ValueError(
             f"input_shape must be (height, width, channels); Received: input_shape={input_shape!r}"
@@ -60,8 +63,9 @@ def _resolve_shapes(spec, image_size, input_shape, weights):
     for dim_name, dim in (("height", h), ("width", w)):
         if dim is not None:
             _check_int(f"input_shape {dim_name}", dim, 1)
-    if c not in (1, 3):
-        raise ValueError(f"input_shape must have 1 or 3 channels; Received: input_shape={tuple(input_shape)!r}")
+    if c not in (1, 3, None):
+        raise ValueError(f"input_shape must have 1 or 3 channels (or None: either); "
+                         f"Received: input_shape={tuple(input_shape)!r}")
     return size, tuple(input_shape)
 
 
@@ -97,9 +101,10 @@ def build_classifier(
         backbone: Registry name, e.g. `"resnet50"` (see `recipes.list_backbones()`).
         num_classes: Number of classes, at least 2.
         image_size: Side the backbone sees (default: the backbone's default size). Any value from
-            the backbone's minimum up; the model resizes its input to it.
+            the backbone's minimum up to `recipes.validation.max_image_size` (1024, or twice the
+            ImageNet size when that is larger); the model resizes its input to it.
         input_shape: Shape of the raw images, `(height, width, channels)` with 1 or 3 channels;
-            height/width may be None (default `(None, None, 3)`: any size).
+            any of them may be None (default `(None, None, None)`: any size, grayscale or RGB).
         weights: None (random init, default), `"imagenet"` (Keras' download cache), or a path to
             a weights file for this backbone (e.g. one written by `recipes.save_backbone`).
         pooling: `"avg"` (default), `"max"` or `"flatten"`.

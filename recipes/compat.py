@@ -26,6 +26,7 @@ __all__ = [
     "accept_trainable_state",
     "set_metric_direction",
     "own_trainable_variables",
+    "build_training_state",
 ]
 
 #: The Keras versions this package is tested on (also in setup.cfg's install_requires).
@@ -170,3 +171,23 @@ def own_trainable_variables(layer) -> list:
     Touches: `Layer._trainable_variables`.
     """
     return list(getattr(layer, "_trainable_variables", None) or [])
+
+
+def build_training_state(model, element_spec) -> None:
+    """Creates the optimizer, metric and loss variables of a compiled model before `fit`.
+
+    Without a distribution strategy, Keras' TensorFlow trainer defers this to the first trace of
+    the train function; TensorFlow then sees variables created inside a `tf.function` and traces
+    the whole train step a second time (measured: about half of the first step's 20-40 s for
+    MobileNetV3-Small on 2 CPU cores). Building them first, from the dataset's element spec
+    (symbolic: no batch is read), makes the first step trace once. A no-op on a built model.
+
+    Touches: `keras.Model._symbolic_build` (Keras calls it itself under a strategy).
+    """
+    import keras
+
+    def symbolic(spec):
+        return None if spec is None else keras.KerasTensor(tuple(spec.shape), spec.dtype.name)
+
+    batch = keras.tree.map_structure(symbolic, element_spec)
+    model._symbolic_build(data_batch=tuple(batch) if isinstance(batch, list) else batch)

@@ -129,7 +129,7 @@ class Recipe:
     schedule: str | None = _f("cosine", "LR schedule (see callbacks.make_schedule) or none", kind="str",
                               nullable=True)
     warmup_epochs: int = _f(1, "linear warmup epochs (capped at epochs - 1)", kind="int")
-    epochs: int = _f(12, "epochs (fine-tune: phase-2 epochs)", kind="int")
+    epochs: int = _f(8, "epochs (fine-tune: phase-2 epochs)", kind="int")
     batch_size: int = _f(64, "batch size", kind="int")
     crop: str | None = _f(None, "how images of another aspect ratio reach the pipeline size "
                           "(folders, tfds): none stretches, center crops, pad letterboxes",
@@ -140,12 +140,23 @@ class Recipe:
     validation_split: float = _f(0.1, "fraction held out for validation", kind="float", group="model")
     test_split: float = _f(0.1, "fraction held out for the test", kind="float", group="model")
     seed: int = _f(0, "seed for weights, splits, shuffling and augmentation", kind="int")
+    # speed (resolved for the machine by recipes.speed; metrics.json records what ran)
+    precision: str = _f("auto", "auto (mixed_float16 on a GPU of compute capability >= 7, else "
+                        "float32) | float32 | mixed_float16 | mixed_bfloat16", kind="str",
+                        group="speed", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+    jit_compile: str | bool = _f("auto", "XLA: auto (on a GPU, off on a CPU, where it measured "
+                                 "slower) | true | false", kind="auto_bool", group="speed")
+    steps_per_execution: str | int = _f("auto", "training steps per compiled call: auto (several "
+                                        "on a GPU, 1 on a CPU or with a per-batch callback) | N",
+                                        kind="auto_int", group="speed")
     class_weight: str | None = _f(None, "balanced: weight the loss by inverse class frequency "
                                   "(imbalanced data); none: every image counts the same",
                                   kind="str", nullable=True, choices=("balanced",))
     patience: int | None = _f(5, "early-stopping patience in epochs on val_loss (0 or none: off)",
                               kind="int", nullable=True)
-    precise_bn: bool = _f(True, "recompute BatchNorm statistics after training", kind="bool")
+    precise_bn: bool = _f(False, "recompute BatchNorm statistics after training: for very short "
+                          "runs, whose moving statistics lag the weights (off by default: after a "
+                          "cosine decay it measured no gain for its ~7 s)", kind="bool")
     # fine-tuning
     head_epochs: int = _f(0, "phase-1 epochs, head only on the frozen backbone (0 skips)", kind="int",
                           group="fine-tuning")
@@ -193,6 +204,8 @@ class Recipe:
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be a source name or path; Received: dataset={self.dataset!r}")
         v.check_int("image_size", self.image_size, 1, allow_none=True)
+        if not self.is_custom:  # bounded by the backbone: 10000 px would run out of memory later
+            v.check_image_size(spec, self.image_size)
         if self.weights is not None and not isinstance(self.weights, str):
             raise ValueError(f"weights must be None, 'imagenet' or a file path; Received: {self.weights!r}")
         v.check_choice("pooling", self.pooling, POOLINGS)
@@ -229,9 +242,20 @@ class Recipe:
                 "validation_split + test_split must leave training data (sum < 1); Received: "
                 f"validation_split={self.validation_split}, test_split={self.test_split}"
             )
-        v.check_int("seed", self.seed, 0)
+        v.check_int("seed", self.seed, 0, high=2**32)  # what scikit-learn's split accepts
         v.check_int("patience", self.patience, 0, allow_none=True)
         v.check_choice("class_weight", self.class_weight, ("balanced",), allow_none=True)
+        from .speed import PRECISIONS
+
+        v.check_choice("precision", self.precision, PRECISIONS)
+        if not (isinstance(self.jit_compile, bool) or self.jit_compile == "auto"):
+            raise ValueError("jit_compile must be 'auto', True or False; "
+                             f"Received: jit_compile={self.jit_compile!r}")
+        if self.steps_per_execution != "auto":
+            if isinstance(self.steps_per_execution, str):
+                raise ValueError("steps_per_execution must be 'auto' or an int >= 1; "
+                                 f"Received: steps_per_execution={self.steps_per_execution!r}")
+            v.check_int("steps_per_execution", self.steps_per_execution, 1)
         v.check_choice("crop", self.crop, ("center", "pad"), allow_none=True)
         from .data.images import check_cache
 

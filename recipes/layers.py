@@ -3,21 +3,95 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
-__all__ = ["ToRGB", "Resize", "BackbonePreprocessing", "Backbone", "InferenceModeBackbone"]
+__all__ = ["ToRGB", "Resize", "BackbonePreprocessing", "Backbone", "InferenceModeBackbone",
+           "to_rgb", "preprocess"]
 
 # The constants keras.applications.imagenet_utils uses, so outputs match preprocess_input exactly.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+_NUMPY_FLOATS = ("float16", "float32", "float64")
+
+
+def _constant(values, dtype):
+    # A numpy constant: the same value whether `x` is a backend tensor (inside a layer) or a
+    # KerasTensor (a functional graph of Keras ops, which Keras saves and reloads by itself).
+    return np.asarray(values, dtype)
+
+
+def to_rgb(x, channels, dtype="float32"):
+    """Casts images to `dtype` and makes them 3-channel, with Keras ops only.
+
+    The arithmetic of `ToRGB`, usable on a KerasTensor to build a model that needs no custom
+    layer (`recipes.portable_model`).
+
+    Args:
+        x: `(..., channels)` images.
+        channels: 1 (repeated to three), 3 (unchanged) or None (known only when called: 1 or 3
+            channels both work, by broadcasting against a zero RGB vector; other counts fail).
+        dtype: Compute dtype (default float32).
+
+    Returns:
+        `(..., 3)` images of `dtype`.
+
+    Example:
+        >>> to_rgb(np.zeros((2, 8, 8, 1)), 1).shape
+        (2, 8, 8, 3)
+    """
+    x = ops.cast(x, dtype)
+    if channels == 1:
+        return ops.repeat(x, 3, axis=-1)
+    if channels is None:
+        if dtype in _NUMPY_FLOATS:
+            return x + _constant((0.0, 0.0, 0.0), dtype)
+        return ops.cast(ops.cast(x, "float32") + _constant((0.0, 0.0, 0.0), "float32"), dtype)
+    return x
+
+
+def preprocess(x, mode, dtype="float32"):
+    """A backbone's ImageNet preprocessing (`BackbonePreprocessing`) with Keras ops only.
+
+    Args:
+        x: RGB pixels in [0, 255].
+        mode: One of `"caffe"`, `"tf"`, `"torch"`, `"embedded"` (see `BackbonePreprocessing`).
+        dtype: Compute dtype (default float32). Dtypes numpy lacks (bfloat16) compute in
+            float32 and cast back.
+
+    Returns:
+        The preprocessed tensor of `dtype`.
+
+    Example:
+        >>> preprocess(np.full((1, 2, 2, 3), 255.0), "tf")  # all ones
+    """
+    x = ops.cast(x, dtype)
+    if mode == "embedded":
+        return x
+    work = dtype if dtype in _NUMPY_FLOATS else "float32"
+    y = ops.cast(x, work)
+    if mode == "caffe":
+        y = ops.flip(y, axis=-1) - _constant(_CAFFE_MEAN_BGR, work)
+    elif mode == "tf":
+        y = y / 127.5 - 1.0
+    elif mode == "torch":
+        y = (y / 255.0 - _constant(_TORCH_MEAN, work)) / _constant(_TORCH_STD, work)
+    else:
+        from .registry import PREPROCESSING_MODES
+        from .validation import check_choice
+
+        check_choice("mode", mode, PREPROCESSING_MODES, kind="preprocessing mode")
+    return y if work == dtype else ops.cast(y, dtype)
 
 
 @keras.saving.register_keras_serializable(package="recipes")
 class ToRGB(keras.layers.Layer):
     """Casts images to the compute dtype and repeats a single grayscale channel to three.
 
-    Three-channel input passes through unchanged, so one model serves gray and colour data.
+    Three-channel input passes through unchanged. Built on an input whose channel count is
+    unknown (`(None, None, None)`, `build_classifier`'s default), it takes 1 or 3 channels at
+    call time, so one model serves gray and colour data.
 
     Example:
         >>> ToRGB()(np.zeros((2, 8, 8, 1), "uint8")).shape
@@ -26,7 +100,7 @@ class ToRGB(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        if channels not in (1, 3):
+        if channels not in (1, 3, None):
             raise ValueError(
                 f"Images must have 1 (grayscale) or 3 (RGB) channels; Received: {channels} "
                 f"channels (input shape {tuple(input_shape)})"
@@ -34,10 +108,7 @@ class ToRGB(keras.layers.Layer):
         self._channels = channels
 
     def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        if self._channels == 1:
-            x = ops.repeat(x, 3, axis=-1)
-        return x
+        return to_rgb(inputs, self._channels, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 3)
@@ -73,17 +144,7 @@ class BackbonePreprocessing(keras.layers.Layer):
         self.mode = check_choice("mode", mode, PREPROCESSING_MODES, kind="preprocessing mode")
 
     def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "caffe":
-            x = ops.flip(x, axis=-1)
-            return x - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
-            std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
-            return (x / 255.0 - mean) / std
-        return x
+        return preprocess(inputs, self.mode, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -51,8 +51,9 @@ def find_lr(
 
     Raises:
         ValueError: A bad range, steps, smoothing or divergence factor, an unknown field,
-            backbone or optimizer, build options with a built model, or a `tf.data` dataset
-            without a built model (all before any model is built).
+            backbone or optimizer, build options with a built model, a `tf.data` dataset
+            without a built model (all before any model is built), or images whose shape the
+            built model does not take (e.g. grayscale data into a 3-channel model).
 
     Example:
         >>> result = recipes.find_lr("mobilenet_v3_small", "digits", image_size=32, steps=50)
@@ -86,6 +87,12 @@ def find_lr(
     if not isinstance(model, keras.Model):
         keras.utils.set_random_seed(recipe.seed)
         model = build_from_recipe(recipe, data)
+    else:
+        from .validation import check_model_input
+
+        image_spec = dataset.element_spec[0] if isinstance(dataset.element_spec, tuple) else None
+        if image_spec is not None and image_spec.shape.rank:
+            check_model_input(model, tuple(image_spec.shape)[1:])
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         opt = make_optimizer(recipe.optimizer, recipe.peak_learning_rate,
                              weight_decay=recipe.weight_decay, momentum=recipe.momentum)

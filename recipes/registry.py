@@ -43,6 +43,9 @@ class BackboneSpec:
         block_marks_end: True when the pattern matches the *last* layer of a block (InceptionV3's
             `mixedN` concatenations) rather than every layer in it.
         builder_kwargs: Extra arguments the builder needs (e.g. `include_preprocessing=True`).
+        cam_layer: The layer Grad-CAM reads, the last convolutional feature map (`recipes.grad_cam`);
+            None means the backbone's last 4-D output (MobileNetV3's last activation has an
+            auto-generated name, so it is found by shape).
     """
 
     name: str
@@ -56,6 +59,7 @@ class BackboneSpec:
     block_pattern: str = r"^(block\d+)"
     block_marks_end: bool = False
     builder_kwargs: tuple[tuple[str, object], ...] = ()
+    cam_layer: str | None = None
 
     @property
     def default_alpha(self) -> float | None:
@@ -132,9 +136,10 @@ def _spec(name, builder, family, default, minimum, mode, weight_sizes=None, **kw
     return BackboneSpec(name, builder, family, default, minimum, mode, weight_sizes, **kw)
 
 
-_RESNET = dict(block_pattern=r"^(conv\d)_")
-_EFF = dict(block_pattern=r"^(stem|block\d|top)")
-_EFF_V2 = dict(block_pattern=r"^(stem|block\d|top)", builder_kwargs={"include_preprocessing": True})
+_RESNET = dict(block_pattern=r"^(conv\d)_", cam_layer="conv5_block3_out")
+_RESNET_V2 = dict(block_pattern=r"^(conv\d)_", cam_layer="post_relu")
+_EFF = dict(block_pattern=r"^(stem|block\d|top)", cam_layer="top_activation")
+_EFF_V2 = dict(block_pattern=r"^(stem|block\d|top)", cam_layer="top_activation", builder_kwargs={"include_preprocessing": True})
 _V3 = dict(
     alphas=(0.75, 1.0),
     block_pattern=r"^(expanded_conv(?:_\d+)?|conv(?:_\d+)?)(?:_|$)",
@@ -142,32 +147,37 @@ _V3 = dict(
 )
 
 _SPECS = [
-    _spec("vgg16", "VGG16", "vgg16", 224, 32, "caffe"),
-    _spec("vgg19", "VGG19", "vgg19", 224, 32, "caffe"),
+    _spec("vgg16", "VGG16", "vgg16", 224, 32, "caffe", cam_layer="block5_conv3"),
+    _spec("vgg19", "VGG19", "vgg19", 224, 32, "caffe", cam_layer="block5_conv4"),
     _spec("resnet50", "ResNet50", "resnet", 224, 32, "caffe", **_RESNET),
     _spec("resnet101", "ResNet101", "resnet", 224, 32, "caffe", **_RESNET),
     _spec("resnet152", "ResNet152", "resnet", 224, 32, "caffe", **_RESNET),
-    _spec("resnet50_v2", "ResNet50V2", "resnet_v2", 224, 32, "tf", **_RESNET),
-    _spec("resnet101_v2", "ResNet101V2", "resnet_v2", 224, 32, "tf", **_RESNET),
-    _spec("resnet152_v2", "ResNet152V2", "resnet_v2", 224, 32, "tf", **_RESNET),
+    _spec("resnet50_v2", "ResNet50V2", "resnet_v2", 224, 32, "tf", **_RESNET_V2),
+    _spec("resnet101_v2", "ResNet101V2", "resnet_v2", 224, 32, "tf", **_RESNET_V2),
+    _spec("resnet152_v2", "ResNet152V2", "resnet_v2", 224, 32, "tf", **_RESNET_V2),
     _spec(
         "inception_v3", "InceptionV3", "inception_v3", 299, 75, "tf",
-        block_pattern=r"^(mixed\d+)$", block_marks_end=True,
+        block_pattern=r"^(mixed\d+)$", block_marks_end=True, cam_layer="mixed10",
     ),
-    _spec("xception", "Xception", "xception", 299, 71, "tf"),
+    _spec("xception", "Xception", "xception", 299, 71, "tf", cam_layer="block14_sepconv2_act"),
     _spec(
         "mobilenet", "MobileNet", "mobilenet", 224, 32, "tf", (128, 160, 192, 224),
         alphas=(0.25, 0.5, 0.75, 1.0), block_pattern=r"^conv_(?:dw_|pw_|pad_)?(\d+)",
+        cam_layer="conv_pw_13_relu",
     ),
     _spec(
         "mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, 32, "tf", (96, 128, 160, 192, 224),
         alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), block_pattern=r"^(Conv1|block_\d+|Conv_1)",
+        cam_layer="out_relu",
     ),
     _spec("mobilenet_v3_small", "MobileNetV3Small", "mobilenet_v3", 224, 32, "embedded", **_V3),
     _spec("mobilenet_v3_large", "MobileNetV3Large", "mobilenet_v3", 224, 32, "embedded", **_V3),
-    _spec("densenet121", "DenseNet121", "densenet", 224, 32, "torch", block_pattern=r"^(conv\d)_"),
-    _spec("densenet169", "DenseNet169", "densenet", 224, 32, "torch", block_pattern=r"^(conv\d)_"),
-    _spec("densenet201", "DenseNet201", "densenet", 224, 32, "torch", block_pattern=r"^(conv\d)_"),
+    _spec("densenet121", "DenseNet121", "densenet", 224, 32, "torch", block_pattern=r"^(conv\d)_",
+          cam_layer="relu"),
+    _spec("densenet169", "DenseNet169", "densenet", 224, 32, "torch", block_pattern=r"^(conv\d)_",
+          cam_layer="relu"),
+    _spec("densenet201", "DenseNet201", "densenet", 224, 32, "torch", block_pattern=r"^(conv\d)_",
+          cam_layer="relu"),
 ]
 for _i, _size in enumerate((224, 240, 260, 300, 380, 456, 528, 600)):
     _SPECS.append(

@@ -98,11 +98,13 @@ def make_optimizer(name="adam", learning_rate=None, *, weight_decay=0.0, momentu
     return opt
 
 
-def compile_classifier(model, num_classes, *, optimizer, label_smoothing=0.0, mixing=False):
+def compile_classifier(model, num_classes, *, optimizer, label_smoothing=0.0, mixing=False,
+                       jit_compile="auto", steps_per_execution=1):
     """Compiles with cross-entropy and accuracy, top-5 (>= 10 classes), macro precision/recall.
 
     With label smoothing or MixUp/CutMix the loss and accuracy metrics accept both integer and
-    soft labels (training batches are soft, validation batches stay integer).
+    soft labels (training batches are soft, validation batches stay integer). `jit_compile` and
+    `steps_per_execution` go to `model.compile` (see `recipes.speed.resolve`).
     """
     import keras
 
@@ -121,7 +123,8 @@ def compile_classifier(model, num_classes, *, optimizer, label_smoothing=0.0, mi
         if num_classes >= 10:
             metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
     metrics += [MacroPrecision(num_classes), MacroRecall(num_classes)]
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
     return model
 
 
@@ -211,9 +214,13 @@ def build_from_recipe(recipe: Recipe, data: Data, **build_kwargs):
     """`build_classifier` with the recipe's options for `data`'s classes and image shape."""
     from .builder import build_classifier
 
+    from .speed import dtype_policy, resolve
+
     kwargs = {**recipe.build_kwargs(), **build_kwargs}
     kwargs["image_size"] = recipe.image_size_for(data.input_shape)
-    return build_classifier(recipe.backbone, data.num_classes, input_shape=data.input_shape, **kwargs)
+    with dtype_policy(resolve(recipe.precision).precision):
+        return build_classifier(recipe.backbone, data.num_classes, input_shape=data.input_shape,
+                                **kwargs)
 
 
 def train(
@@ -232,6 +239,7 @@ def train(
     verbose="auto",
     workers=None,
     worker_index=None,
+    overwrite=False,
     **kwargs,
 ) -> Result:
     """Builds (from a backbone name), compiles, fits with validation and evaluates on test.
@@ -262,6 +270,8 @@ def train(
             keras is imported). `batch_size` is the global batch; worker 0 writes `out`, the
             others write nothing. See `recipes.distribute`.
         worker_index: This worker's position in `workers` (required with them).
+        overwrite: Replace an earlier run in `out` that used another recipe (default False:
+            refused). The same recipe resumes an interrupted run, or redoes a finished one.
         **kwargs: Other `Recipe` fields.
 
     Returns:
@@ -271,6 +281,11 @@ def train(
     Raises:
         ValueError: Any bad argument (checked before the model is built), including bad
             `workers`/`worker_index` or `workers` under a backend other than JAX.
+        recipes.run.RunFolderMismatch: (a ValueError) `out` holds a run with another recipe
+            and `overwrite` is False; the differing fields are listed.
+        recipes.run.RunFolderInUse: Another live process is training into `out`.
+        TrainingDiverged: The loss became NaN or infinite (epoch and batch named); nothing is
+            saved over an earlier run's files, and the backup of the last good epoch is kept.
 
     Example:
         >>> result = recipes.train("mobilenet", "digits", epochs=2, out="runs/digits")
@@ -286,6 +301,10 @@ def train(
              label_smoothing=label_smoothing, seed=seed),
         kwargs,
     )
+    from .speed import resolve as resolve_speed
+
+    resolve_speed(recipe.precision, recipe.jit_compile, recipe.steps_per_execution,
+                  callbacks=callbacks)  # a bad toggle fails before any data is read
     cluster = _connect(workers, worker_index, strategy)  # None on one machine
     recipe, data = prepare_data(recipe, data, batch_size_given="batch_size" in kwargs)
     class_weight = data.class_weights() if recipe.class_weight == "balanced" else None
@@ -308,6 +327,10 @@ def train(
     steps_per_epoch = (data.steps_per_epoch if cluster is None
                        else cluster.steps_per_epoch(data.sizes.get("train", 0), data.batch_size))
 
+    speed = resolve_speed(recipe.precision, recipe.jit_compile, recipe.steps_per_execution,
+                          steps_per_epoch=steps_per_epoch, callbacks=callbacks)
+    if model is not None:
+        _check_built_precision(model, recipe.precision)
     keras.utils.set_random_seed(recipe.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         if model is None:
@@ -321,10 +344,28 @@ def train(
         )
         compile_classifier(
             model, data.num_classes, optimizer=opt, label_smoothing=recipe.label_smoothing,
-            mixing=bool(recipe.mixup or recipe.cutmix),
+            mixing=bool(recipe.mixup or recipe.cutmix), jit_compile=speed.jit_compile,
+            steps_per_execution=speed.steps_per_execution,
         )
-    cbs = list(callbacks) + _run_callbacks(recipe, run, data, cluster)
+    if keras.backend.backend() == "tensorflow":
+        from .compat import build_training_state
+
+        build_training_state(model, data.train.element_spec)  # the first step then traces once
+    cbs = list(callbacks) + _run_callbacks(recipe, run, data, cluster, overwrite=overwrite)
     start = time.time()
+    try:  # the run folder's lock, taken by _run_callbacks, is held until the run is written
+        return _fit_and_finish(model, data, recipe, cbs, run, cluster, class_weight, verbose, start,
+                               speed=speed)
+    finally:
+        if run is not None:
+            run.release_lock()
+
+
+def _fit_and_finish(model, data, recipe, cbs, run, cluster, class_weight, verbose, start, *,
+                    speed=None):
+    """The end of `train`: fit, evaluate, write the run folder."""
+    import callbacks as cb
+
     try:
         history = model.fit(
             _train_pipeline(data, recipe, cluster), validation_data=data.validation,
@@ -332,6 +373,13 @@ def train(
             shuffle=False,  # the pipeline reshuffles every epoch
             class_weight=class_weight,
         )
+    except cb.TrainingDiverged as exc:
+        kept = ""
+        if run is not None and run.resumable:
+            kept = (f". {run.path} keeps the backup of the last good epoch; to train it again with "
+                    "other settings pass overwrite=True (CLI: --overwrite) or another folder")
+        raise cb.TrainingDiverged(f"{exc}{kept}", epoch=exc.epoch, batch=exc.batch,
+                                  loss=exc.loss) from None
     finally:
         if cluster is not None:
             from .distribute import remove_private_backup
@@ -344,6 +392,8 @@ def train(
             model, data.train_pipeline(recipe.seed), num_batches=min(50, data.steps_per_epoch)
         )
     metrics = {"epochs": len(history.epoch), "train_seconds": round(seconds, 1)}
+    if speed is not None:
+        metrics["speed"] = speed.to_dict()  # what "auto" resolved to on this machine
     if data.test is not None:
         scores = model.evaluate(data.test, return_dict=True, verbose=0)
         metrics.update({f"test_{k}": float(v) for k, v in scores.items()})
@@ -358,6 +408,20 @@ def train(
             run.finish(model, recipe, metrics, hist)
     return Result(model=model, history=hist, metrics=metrics, run_dir=run.path if run else None,
                   recipe=recipe)
+
+
+def _check_built_precision(model, precision):
+    """A built model keeps the dtype policy it was built with; a precision asked for must match."""
+    if precision == "auto":
+        return
+    built = model.dtype_policy.name
+    if built != precision:
+        raise ValueError(
+            f"precision={precision!r} cannot apply to a model built with dtype policy {built!r}: "
+            "Keras fixes a layer's policy when it is created; build it under the policy (e.g. "
+            "`with recipes.speed.dtype_policy(...)`) or train from a backbone name; "
+            f"Received: precision={precision!r}"
+        )
 
 
 def _connect(workers, worker_index, strategy):
@@ -423,19 +487,32 @@ def _train_pipeline(data: Data, recipe: Recipe, cluster=None):
     return ds
 
 
-def _run_callbacks(recipe: Recipe, run: RunFolder | None, data: Data, cluster=None):
-    import keras
-
+def _run_callbacks(recipe: Recipe, run: RunFolder | None, data: Data, cluster=None, *,
+                   overwrite=False):
+    """The run's own callbacks; with a run folder, first takes its lock and checks its recipe
+    (`RunFolder.start`), releasing the lock if that refuses."""
     import callbacks as cb
 
-    resuming = run.start() if run is not None else False
+    resuming = False
+    if run is not None:
+        run.acquire_lock()
+        try:
+            resuming = run.start(recipe, overwrite=overwrite)
+        except BaseException:
+            run.release_lock()
+            raise
+    hint = (f"lower the learning rate (it was {recipe.peak_learning_rate:g} with "
+            f"{recipe.optimizer}; find one with `recipes find-lr`)")
     out = cb.default_callbacks(
         run.path if run is not None and cluster is None else None,
         patience=recipe.patience if data.validation is not None else 0,  # watches val_loss
+        resilient=True, divergence_hint=hint,
     )
+    backup = next((c for c in out if isinstance(c, cb.ResilientBackup)), None)
     if cluster is not None:  # every worker restores worker 0's backup (see recipes.distribute)
-        backup = cluster.backup_callback(run.backup_dir if run is not None else None)
-        out += [backup] if backup is not None else []
+        private = cluster.backup_callback(run.backup_dir if run is not None else None)
+        out += [private] if private is not None else []
     if run is not None:
-        out.append(keras.callbacks.CSVLogger(str(run.history_path), append=resuming))
+        out.append(cb.ResumableCSVLogger(run.history_path, backup=backup,
+                                         append=resuming and backup is None))
     return out

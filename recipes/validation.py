@@ -21,6 +21,10 @@ __all__ = [
     "check_rate",
     "check_bool",
     "check_json_value",
+    "check_model_input",
+    "check_image_size",
+    "max_image_size",
+    "MAX_IMAGE_SIZE",
     "parse_unfreeze_policy",
 ]
 
@@ -215,3 +219,95 @@ def parse_unfreeze_policy(policy):
     if not text:
         raise ValueError("unfreeze must not be empty; Received: unfreeze=''")
     return ("block", text)
+
+
+def check_model_input(model, input_shape, *, where="data") -> None:
+    """Checks that images of `input_shape` fit a model's input before any batch runs.
+
+    Keras would otherwise fail inside the first layer that sees them ("Conv1 ... expected axis
+    -1 of input shape to have value 3"). Unknown dimensions (None) accept anything; a model
+    with several inputs, or none known, is not checked.
+
+    Args:
+        model: A `keras.Model`.
+        input_shape: `(height, width, channels)` of one image (e.g. `Data.input_shape`).
+        where: What the images are, for the message (default "data").
+
+    Raises:
+        ValueError: A known height, width or channel count that differs, with the fix.
+
+    Example:
+        >>> check_model_input(model, data.input_shape)
+    """
+    try:
+        expected = tuple(model.input_shape)
+    except (AttributeError, ValueError):
+        return
+    if not expected or isinstance(expected[0], (tuple, list)) or input_shape is None:
+        return
+    expected, given = expected[1:], tuple(input_shape)
+    if len(expected) != len(given):
+        bad = True
+    else:
+        bad = any(e is not None and g is not None and int(e) != int(g)
+                  for e, g in zip(expected, given))
+    if bad:
+        raise ValueError(
+            f"The model takes images of shape {expected} but the {where}'s images are {given}; "
+            "build the model with input_shape=data.input_shape (recipes.build_classifier(..., "
+            "input_shape=data.input_shape)), or leave input_shape out: the default takes any "
+            f"size with 1 or 3 channels. Received: model input {expected}, images {given}"
+        )
+
+
+#: The largest side any backbone is built at, unless its ImageNet size is above half of it (then
+#: twice that size). The registry's largest ImageNet resolution is 600 px (EfficientNet-B7): 1024
+#: leaves room for high-resolution fine-tuning, while activation memory grows with the side
+#: squared; a batch of 10,000 px images needs hundreds of GB and fails with an out-of-memory
+#: traceback long after the run started.
+MAX_IMAGE_SIZE = 1024
+
+
+def max_image_size(spec) -> int:
+    """The largest `image_size` accepted for a backbone: `max(MAX_IMAGE_SIZE, 2 * default_size)`.
+
+    Args:
+        spec: A `recipes.registry.BackboneSpec`.
+
+    Example:
+        >>> max_image_size(backbone_info("efficientnet_b7"))
+        1200
+    """
+    return max(MAX_IMAGE_SIZE, 2 * int(spec.default_size))
+
+
+def check_image_size(spec, image_size, *, name="image_size"):
+    """Checks an image side against a backbone's minimum and maximum (None passes).
+
+    Args:
+        spec: A `recipes.registry.BackboneSpec`.
+        image_size: An int, a `(height, width)` pair, or None (the backbone's default).
+        name: Argument name for the message.
+
+    Returns:
+        `image_size` unchanged.
+
+    Raises:
+        ValueError: A side above `max_image_size(spec)`, naming the maximum and why.
+
+    Example:
+        >>> check_image_size(backbone_info("mobilenet"), 10000)
+        ValueError: image_size must be at most 1024 for mobilenet ...
+    """
+    if image_size is None:
+        return None
+    sides = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
+    top = max_image_size(spec)
+    for side in sides:
+        if isinstance(side, numbers.Real) and not isinstance(side, bool) and side > top:
+            raise ValueError(
+                f"{name} must be at most {top} for {spec.name} (its ImageNet size is "
+                f"{spec.default_size}; memory grows with the side squared, so larger sizes run "
+                f"out of memory); Received: {name}={image_size!r}"
+            )
+    return image_size

@@ -192,23 +192,28 @@ def find_backbone(model):
     """Returns the backbone sub-model of a classifier built by `build_classifier`.
 
     Every such classifier holds its backbone in a `recipes.layers.Backbone` layer named
-    `"backbone"` (by construction, not by guessing); a bare registry backbone is returned as is.
+    `"backbone"` (by construction, not by guessing); its portable form (`recipes.portable_model`,
+    what a run folder's `model.keras` holds) holds the keras.applications model itself, a nested
+    model named after its registry entry. A bare registry backbone is returned as is.
 
     Returns:
         The backbone `keras.Model`; its `.name` is the registry name.
 
     Raises:
-        ValueError: The model holds no such layer.
+        ValueError: The model holds no such layer (or several registry-named sub-models).
 
     Example:
         >>> recipes.find_backbone(recipes.build_classifier("mobilenet", 3)).name
         'mobilenet'
     """
+    import keras
+
     from .builder import BACKBONE_LAYER
     from .layers import Backbone
     from .registry import list_backbones
 
-    if model.name in set(list_backbones()) and hasattr(model, "layers"):
+    names = set(list_backbones())
+    if model.name in names and hasattr(model, "layers"):
         return model
     try:
         layer = model.get_layer(BACKBONE_LAYER)
@@ -216,9 +221,16 @@ def find_backbone(model):
         layer = None
     if isinstance(layer, Backbone):
         return layer.backbone
+    nested = [sub for sub in getattr(model, "layers", ())
+              if isinstance(sub, keras.Model) and sub.name in names]
+    if len(nested) == 1:
+        return nested[0]
+    found = f" (found {len(nested)}: {', '.join(s.name for s in nested)})" if nested else ""
     raise ValueError(
-        f"Model {getattr(model, 'name', model)!r} holds no backbone: expected a "
-        f"recipes.layers.Backbone layer named {BACKBONE_LAYER!r}, as recipes.build_classifier makes."
+        f"Model {getattr(model, 'name', model)!r} holds no backbone{found}: expected a "
+        f"recipes.layers.Backbone layer named {BACKBONE_LAYER!r}, as recipes.build_classifier makes, "
+        "or one nested keras.applications model named after its registry entry, as in a "
+        "portable model."
     )
 
 

@@ -147,6 +147,27 @@ def test_own_trainable_variables_survive_freezing():
     assert [v.name for v in compat.own_trainable_variables(layer)] == ["kernel", "bias"]
 
 
+def test_build_training_state_leaves_no_variable_for_the_first_trace():
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((8, 4), "float32"), np.zeros(8, "int32")))
+    ds = ds.batch(4)
+    compat.build_training_state(model, ds.element_spec)
+    assert model.optimizer.built
+    created = []
+
+    def creator(next_creator, **kwargs):
+        if tf.inside_function():
+            created.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator):
+        model.fit(ds, epochs=1, verbose=0)
+    assert created == []  # nothing left to create: the train step traced once
+
+
 def test_nothing_outside_compat_touches_keras_internals():
     pattern = re.compile(
         r"keras\.src|\._(flatten_layers|layers|learning_rate|inner_optimizers|var_to_optimizer_idx|"

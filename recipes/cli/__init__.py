@@ -23,6 +23,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: The command modules, in the order `recipes --help` lists them.
 COMMANDS = (
     "list_backbones", "train", "fine_tune", "weights", "tune", "find_lr", "bench", "preview",
+    "evaluate", "calibrate", "predict", "export", "explain", "ensemble", "bag", "ablate",
 )
 
 

@@ -62,8 +62,30 @@ def _ints(text):
         ) from None
 
 
-_PARSERS = {"str": str, "policy": str, "int": int, "float": float, "ints": _ints}
-_METAVARS = {"int": "N", "float": "X", "ints": "N,N", "policy": "POLICY"}
+def auto_bool(text):
+    word = text.strip().lower()
+    if word == "auto":
+        return "auto"
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected auto, true or false; Received: {text!r}")
+
+
+def auto_int(text):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or an int; Received: {text!r}") from None
+
+
+_PARSERS = {"str": str, "policy": str, "int": int, "float": float, "ints": _ints,
+            "auto_bool": auto_bool, "auto_int": auto_int}
+_METAVARS = {"int": "N", "float": "X", "ints": "N,N", "policy": "POLICY",
+             "auto_bool": "{auto,true,false}", "auto_int": "{auto,N}"}
 
 
 def _converter(kind, nullable):
@@ -218,11 +240,31 @@ def recipe_from_args(args, *, preset="default", changes=None) -> Recipe:
         >>> recipe_from_args(parser.parse_args(["--preset", "fine-tune", "--epochs", "3"])).epochs
         3
     """
-    if getattr(args, "recipe", None):
-        base = Recipe.load(args.recipe)
+    recipe_file = getattr(args, "recipe", None)
+    if recipe_file:
+        try:
+            base = Recipe.load(recipe_file)
+        except ValueError as exc:  # a bad value inside the file: say which file
+            text = str(exc)
+            raise ValueError(text if recipe_file in text
+                             else f"{text} (in the recipe file {recipe_file!r})") from None
     else:
         base = Recipe.preset(getattr(args, "preset", None) or preset)
-    return base.replace(**{**(changes or {}), **explicit_fields(args)})
+    given = explicit_fields(args)
+    try:
+        return base.replace(**{**(changes or {}), **given})
+    except ValueError as exc:
+        raise ValueError(_with_flag(str(exc), given)) from None
+
+
+def _with_flag(message: str, given: dict) -> str:
+    """Appends the command-line flag to a Recipe error about a field given as a flag
+    ("learning_rate must be ..." becomes "... (flag --learning-rate/--lr)")."""
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    for name in given:
+        if name in fields and (message.startswith(f"{name} ") or f"{name}=" in message):
+            return f"{message} (flag {'/'.join(flags_of(fields[name]))})"
+    return message
 
 
 def data_from_args(args, recipe: Recipe):

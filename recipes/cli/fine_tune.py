@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from ..config import Recipe
 from . import args as cli
-from .train import worker_text
+from .train import (
+    add_overwrite_argument,
+    one_line_warnings,
+    report_failure,
+    run_failed,
+    worker_text,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -26,6 +32,7 @@ def add_parser(subparsers):
     )
     cli.add_recipe_arguments(p, base=Recipe.preset(PRESET))
     p.add_argument("--out", help="run folder (default: runs/<dataset>_<backbone>_finetune)")
+    add_overwrite_argument(p)
     cli.add_worker_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -47,8 +54,13 @@ def run(args) -> int:
     print(f"fine-tuning {recipe.backbone} ({recipe.weights}) on {recipe.dataset}: "
           f"{recipe.head_epochs} head epoch(s), then {recipe.epochs} with {recipe.unfreeze} "
           f"unfrozen, {worker_text(args, out)}", flush=True)
-    result = fine_tune(recipe.backbone, data, recipe=recipe, out=out, verbose=cli.verbosity(),
-                       workers=args.workers, worker_index=args.worker_index)
+    try:
+        with one_line_warnings(args):
+            result = fine_tune(recipe.backbone, data, recipe=recipe, out=out,
+                               verbose=cli.verbosity(), workers=args.workers,
+                               worker_index=args.worker_index, overwrite=args.overwrite)
+    except run_failed() as exc:
+        return report_failure(args, exc)
     m = result.metrics
 
     def fmt(key):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ..config import Recipe
@@ -23,9 +24,13 @@ examples:
   recipes tune --backbones mobilenet_v2,efficientnet_b0 --tuner hyperband --max-trials 10
   recipes tune --backbones mobilenet --alpha 0.25 --tuner random --max-trials 5 --max-epochs 3 \\
       --search-space '{"learning_rate": {"min": 1e-4, "max": 1e-1, "sampling": "log"}, "optimizer": "sgd"}'
-  # distributed: one chief (serves the oracle, blocks until the search is done), any workers
-  recipes tune --chief --port 8000 --directory /shared/tuning ...
+  # distributed: one chief (serves the oracle, blocks until the search is done), any workers;
+  # the chief listens on 127.0.0.1 unless --host says where (the oracle has no authentication)
+  recipes tune --chief --host 10.0.0.1 --port 8000 --directory /shared/tuning ...
   recipes tune --worker 0 --chief-address 10.0.0.1:8000 --directory /shared/tuning ...
+  # a shared --directory also carries the workers' heartbeats: a killed worker's trial is
+  # given up (failed, or retried with --tuner-option max_retries_per_trial=1) and the chief ends;
+  # a worker on another machine counts as dead after RECIPES_WORKER_TIMEOUT s (default 120)
 
 --search-space takes JSON (or @file.json): a list is a choice, a single value fixes the field,
 {"min", "max"[, "step", "sampling", "default"]} is a range, {"values": [...], "default": x} a
@@ -63,7 +68,9 @@ def add_parser(subparsers):
     role = d.add_mutually_exclusive_group()
     role.add_argument("--chief", action="store_true", help="serve the oracle; blocks until done")
     role.add_argument("--worker", metavar="ID", help="run trials for the chief at --chief-address")
-    d.add_argument("--host", default="0.0.0.0", help="chief: address to listen on (default 0.0.0.0)")
+    d.add_argument("--host", help="chief: address to listen on (default 127.0.0.1: this machine "
+                   "only; the oracle has no authentication, so give a private address for other "
+                   "machines, never a public one)")
     d.add_argument("--port", type=int, help="chief: port to listen on")
     d.add_argument("--chief-address", metavar="HOST:PORT", help="worker: the chief's address")
     add_recipe_arguments(p)
@@ -110,11 +117,42 @@ def fixed_fields(args, recipe: Recipe) -> dict:
     return fixed
 
 
+#: Where the chief listens without --host: this machine only.
+DEFAULT_HOST = "127.0.0.1"
+
+
+def exposure(host: str) -> str | None:
+    """Why listening on `host` exposes the unauthenticated oracle, or None (loopback or a
+    private network address)."""
+    import ipaddress
+    import socket
+
+    if host in ("", "0.0.0.0", "::", "*"):
+        return "every network interface"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            address = ipaddress.ip_address(socket.gethostbyname(host))
+        except (OSError, ValueError):
+            return "an address that could not be checked"
+    if address.is_loopback or address.is_private or address.is_link_local:
+        return None
+    return "a public address"
+
+
 def _set_role(args):
     """Sets KerasTuner's distribution environment variables for --chief / --worker."""
     if args.chief:
         if args.port is None:
             raise ValueError("--chief needs --port (the port workers connect to)")
+        args.host = args.host or DEFAULT_HOST
+        exposed = exposure(args.host)
+        if exposed:
+            print(f"recipes tune: warning: the chief serves the oracle on {args.host}:{args.port}, "
+                  f"{exposed}, without authentication: whoever reaches the port can read and steer "
+                  "the search. Prefer 127.0.0.1 (the default) or a private address behind a "
+                  "firewall.", file=sys.stderr, flush=True)
         os.environ.update(
             KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP=args.host,
             KERASTUNER_ORACLE_PORT=str(args.port),
@@ -126,6 +164,9 @@ def _set_role(args):
             raise ValueError(
                 f"--worker needs --chief-address HOST:PORT; Received: {args.chief_address!r}"
             )
+        if args.host is not None:
+            raise ValueError(f"--host goes with --chief; a worker connects to --chief-address; "
+                             f"Received: --host {args.host} with --worker")
         worker_id = f"worker{args.worker}" if args.worker.isdigit() else args.worker
         if "chief" in worker_id:
             raise ValueError(f"A worker id must not contain 'chief'; Received: --worker {args.worker}")
@@ -135,6 +176,9 @@ def _set_role(args):
         return worker_id
     if args.chief_address or args.port is not None:
         raise ValueError("--port goes with --chief, --chief-address with --worker")
+    if args.host is not None:
+        raise ValueError(f"--host goes with --chief (the address it listens on); Received: "
+                         f"--host {args.host} without --chief")
     return None
 
 

@@ -9,11 +9,12 @@ caps at 2 GB). Uncompressed IDX files are memory-mapped, so they are not even re
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["as_nhwc_uint8", "from_arrays", "from_digits", "from_idx", "from_memory", "make_data",
+__all__ = ["as_nhwc_uint8", "class_labels", "from_arrays", "from_digits", "from_idx", "from_memory", "make_data",
            "array_pipeline", "read_idx"]
 
 
@@ -29,18 +30,96 @@ def _as_nhwc(x):
     return x
 
 
-def _to_uint8(x):
-    """The function that turns a batch of `x` into uint8 0-255 (identity for uint8 arrays).
+def _pixel_range(x, where="images"):
+    """How `x`'s values map to 0-255: `"uint8"`, `"0-1"`, `"0-255"` or `"16-bit"`.
 
-    Float arrays whose maximum is at most 1 are taken as 0-1 images and scaled; anything else is
-    clipped to 0-255. The maximum is one pass over `x` (no copy); converting batch by batch keeps
-    a float array from being copied whole into uint8.
+    Floats: NaN or inf anywhere is an error (one pixel would otherwise decide the scale of every
+    image); a maximum of at most 1 means 0-1 images, else the values must lie in [0, 255].
+    Integers: uint16 arrays holding values above 255 are 16-bit images (scaled by 255 / 65535);
+    other integer arrays must lie in [0, 255]. Two passes over `x` (min and max), no copy.
+
+    Raises:
+        ValueError: Non-finite values, or values outside the ranges above (the range found).
     """
     if x.dtype == np.uint8:
+        return "uint8"
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer)
+                                   or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"{where} must be integer or float pixels; Received: dtype {x.dtype}")
+    if x.size == 0:
+        return "0-255"
+    low, high = x.min(), x.max()
+    if np.issubdtype(x.dtype, np.floating) and not (np.isfinite(low) and np.isfinite(high)):
+        nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+        raise ValueError(
+            f"{where} hold non-finite pixel values; Received: {nan} NaN and {inf} inf values in "
+            f"an array of shape {x.shape}. Replace them (e.g. np.nan_to_num) before loading."
+        )
+    if x.dtype == np.uint16 and high > 255:
+        return "16-bit"
+    if low >= 0 and high <= 1 and np.issubdtype(x.dtype, np.floating):
+        return "0-1"
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"{where} must hold pixels in [0, 1] or [0, 255]; Received: values in "
+            f"[{low:g}, {high:g}] (dtype {x.dtype}). Rescale them first, e.g. "
+            "(x - x.min()) / (x.max() - x.min()) * 255."
+        )
+    return "0-255"
+
+
+def _to_uint8(x, where="images"):
+    """The function that turns a batch of `x` into uint8 0-255 (identity for uint8 arrays).
+
+    The scale is decided once for the whole array (`_pixel_range`); converting batch by batch
+    keeps a float array from being copied whole into uint8.
+    """
+    scale = _pixel_range(x, where)
+    if scale == "uint8":
         return lambda batch: batch
-    if x.max(initial=0) > 1.0:
-        return lambda batch: np.clip(batch, 0, 255).astype(np.uint8)
-    return lambda batch: (np.clip(batch, 0, 1) * 255).round().astype(np.uint8)
+    if scale == "16-bit":
+        return lambda batch: np.round(batch * (255.0 / 65535.0)).astype(np.uint8)
+    if scale == "0-1":
+        return lambda batch: (np.clip(batch, 0, 1) * 255).round().astype(np.uint8)
+    return lambda batch: np.clip(np.round(batch), 0, 255).astype(np.uint8)
+
+
+def class_labels(*label_arrays, where="labels"):
+    """Integer labels as 0..K-1 and their class names.
+
+    Labels already 0..K-1 keep their values (names `"0"`, `"1"`, ...). Any other set of integers
+    (`y * 1000`, 1..10, negative codes) is remapped in sorted order, with the original values as
+    class names, and a warning says so: a classifier over `max(y) + 1` classes would be mostly
+    empty classes.
+
+    Args:
+        *label_arrays: 1-D integer arrays (e.g. train and test labels), mapped together.
+        where: Text for the warning.
+
+    Returns:
+        `(list of int32 arrays, class_names)`.
+
+    Example:
+        >>> class_labels(np.array([10, 30, 10]))[0][0].tolist()
+        [0, 1, 0]
+    """
+    import warnings
+
+    present = [np.asarray(y) for y in label_arrays if y is not None]
+    values = np.unique(np.concatenate([np.unique(y) for y in present] or [np.zeros(0, int)]))
+    if not len(values) or (values[0] == 0 and values[-1] == len(values) - 1):
+        names = [str(i) for i in range(len(values))]
+        return [None if y is None else np.asarray(y).astype(np.int32) for y in label_arrays], names
+    names = [str(int(v)) for v in values]
+    if len(values) > 1:  # one class is an error the caller raises; no warning before it
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        warnings.warn(
+            f"{where}: labels are not 0..{len(values) - 1}; remapped the {len(values)} distinct "
+            f"values ({shown}) to 0..{len(values) - 1} in sorted order (Data.class_names holds "
+            "the original values)", stacklevel=4)
+    mapped = [None if y is None else np.searchsorted(values, y).astype(np.int32)
+              for y in label_arrays]
+    return mapped, names
 
 
 def as_nhwc_uint8(x):
@@ -66,9 +145,8 @@ def _arrays(source):
             "y must be a 1-D array of integer labels, one per image; "
             f"Received: x with {len(x)} images, y with shape {y.shape} and dtype {y.dtype}"
         )
-    if y.min() < 0:
-        raise ValueError(f"Labels must be >= 0; Received: min label {y.min()}")
-    return x, y.astype(np.int32), [str(i) for i in range(int(y.max()) + 1)]
+    (y,), names = class_labels(y, where="y")
+    return x, y, names
 
 
 def _digits():
@@ -93,7 +171,8 @@ def read_idx(path) -> np.ndarray:
         A uint8 array of the shape the header gives, e.g. `(N, 28, 28)` or `(N,)`.
 
     Raises:
-        ValueError: Not an IDX file of uint8 data.
+        ValueError: Not an IDX file of uint8 data, or a file cut short (a truncated `.gz` or a
+            raw file with fewer bytes than its header says); the message names the file.
 
     Example:
         >>> read_idx("mnist/t10k-labels-idx1-ubyte.gz").shape
@@ -101,20 +180,34 @@ def read_idx(path) -> np.ndarray:
     """
     path = Path(path)
     gzipped = path.suffix == ".gz"
-    with (gzip.open if gzipped else open)(path, "rb") as f:
-        head = f.read(4)
-        if len(head) < 4 or head[:3] != b"\x00\x00\x08":
-            raise ValueError(f"Not an IDX file of uint8 data: {path}")
-        ndim = head[3]
-        raw_dims = f.read(4 * ndim)
-        if len(raw_dims) < 4 * ndim:
-            raise ValueError(f"Not an IDX file of uint8 data (truncated header): {path}")
-        dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim)]
-        offset = 4 + 4 * ndim
-        if gzipped:
-            return np.frombuffer(f.read(), np.uint8).reshape(dims)
-    if path.stat().st_size < offset + int(np.prod(dims)):
-        raise ValueError(f"IDX file shorter than its header says ({dims}): {path}")
+    try:
+        with (gzip.open if gzipped else open)(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise ValueError(f"Not an IDX file of uint8 data: {path}")
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise ValueError(f"Not an IDX file of uint8 data (truncated header): {path}")
+            dims = [int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim)]
+            offset = 4 + 4 * ndim
+            if gzipped:
+                body = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # gzip raises EOFError for a file cut short (an interrupted download or copy).
+        raise ValueError(f"IDX file is truncated or not valid gzip ({exc}); Received: {path}. "
+                         "Download or copy it again.") from None
+    except OSError as exc:
+        raise ValueError(f"Cannot read the IDX file ({exc.strerror or exc}); Received: {path}") from None
+    expected = int(np.prod(dims))
+    have = len(body) if gzipped else path.stat().st_size - offset
+    if have < expected:
+        raise ValueError(
+            f"IDX file is shorter than its header says (truncated?); Received: {path} with "
+            f"{max(have, 0)} data bytes, header shape {tuple(dims)} needs {expected}"
+        )
+    if gzipped:
+        return np.frombuffer(body, np.uint8, count=expected).reshape(dims)
     return np.memmap(path, np.uint8, mode="r", offset=offset, shape=tuple(dims))
 
 
@@ -229,7 +322,8 @@ def make_data(parts, class_names, image_size, batch_size, seed, source):
              for name, p in parts.items()}
     x_train, y_train, train_idx = parts["train"]
     shape = (image_size, image_size, x_train.shape[-1]) if image_size else tuple(x_train.shape[1:])
-    converters = {id(p[0]): _to_uint8(p[0]) for p in parts.values()}  # one range pass per array
+    # One range pass per array (splits of one array share it).
+    converters = {id(p[0]): _to_uint8(p[0], f"{source} images") for p in parts.values()}
 
     def pipeline(name, shuffle, pipeline_seed):
         x, y, idx = parts.get(name, (x_train, y_train, train_idx[:0]))
@@ -304,6 +398,5 @@ def from_idx(folder, **opts):
     `opts` are `load_data`'s. Uncompressed files are memory-mapped, `.gz` files read once.
     """
     x, y, x_test, y_test = _idx(folder)
-    top = int(max(y.max(), -1 if y_test is None else y_test.max()))
-    return from_memory(x, y, [str(i) for i in range(top + 1)], x_test=x_test, y_test=y_test,
-                       where=f"idx:{folder}", **opts)
+    (y, y_test), names = class_labels(y, y_test, where=f"idx:{folder}")
+    return from_memory(x, y, names, x_test=x_test, y_test=y_test, where=f"idx:{folder}", **opts)

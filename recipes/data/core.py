@@ -142,9 +142,11 @@ def load_data(
         A `Data`.
 
     Raises:
-        ValueError: Unknown source, bad split fractions or sizes, an empty folder or a single class,
-            mismatched arrays, an IDX folder without image/label files, or a tfds dataset that is
-            not prepared (the message says how to prepare it).
+        ValueError: Unknown source, bad split fractions, sizes or seed, an empty folder or a
+            single class, a class folder without readable images, mismatched arrays, NaN/inf or
+            out-of-range pixels (the range found), an IDX folder without image/label files or
+            with a truncated file, or a tfds dataset that is not prepared (the message says how
+            to prepare it). Labels that are not 0..K-1 are remapped (a warning says so).
 
     Example:
         >>> data = recipes.load_data("digits", batch_size=64)
@@ -162,6 +164,10 @@ def load_data(
         )
     if image_size is not None:
         image_size = _positive_int("image_size", image_size)
+    from ..validation import check_int
+
+    # scikit-learn's split takes seeds in [0, 2**32): checked here, so the error names the seed.
+    seed = check_int("seed", seed, 0, high=2**32, allow_none=False)
 
     from . import arrays, folders, tfds
 

@@ -337,7 +337,8 @@ def from_folder(root, *, image_size=None, batch_size=32, validation_split=0.1, t
     Sub-folders of a class folder are included; hidden files and folders are ignored.
 
     Every image comes out uint8 at one size, with 3 channels (grayscale, palette, RGBA, 16-bit
-    inputs converted; alpha dropped) or 1 channel when every image is grayscale. Files that are
+    inputs converted: 16-bit scaled to 8 bits, PNG/WebP transparency composited onto white,
+    `images.ALPHA_BACKGROUND`) or 1 channel when every image is grayscale. Files that are
     not images, empty, corrupt or truncated are skipped, named in `Data.skipped` and in a
     warning; they are found once, by a parallel verify pass remembered in the manifest (see
     `manifest_path`). JPEGs much larger than the pipeline size are decoded at 1/2, 1/4 or 1/8

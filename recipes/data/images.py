@@ -10,7 +10,8 @@ from __future__ import annotations
 from .. import validation as v
 
 __all__ = ["IMAGE_SUFFIXES", "CROPS", "JPEG_RATIOS", "check_crop", "check_cache", "resize_image",
-           "decode_image", "probe_image", "jpeg_ratio", "apply_cache"]
+           "decode_image", "flatten_alpha", "ALPHA_BACKGROUND", "probe_image", "jpeg_ratio",
+           "apply_cache"]
 
 #: File suffixes read as images (the formats `tf.io.decode_image` decodes; Keras' list plus WebP).
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
@@ -95,20 +96,74 @@ def jpeg_ratio(height, width, size):
     return ratio
 
 
+#: Transparent pixels are composited onto this gray level (white): what a viewer or a browser
+#: page shows, rather than whatever colour happens to be stored under alpha = 0.
+ALPHA_BACKGROUND = 255
+
+
+def flatten_alpha(image, channels, composite_alpha=True):
+    """Composites an alpha channel onto `ALPHA_BACKGROUND` and returns `channels` channels.
+
+    Args:
+        image: uint8 `(H, W, C)` tensor with C of 1 (gray), 2 (gray + alpha), 3 (RGB) or 4
+            (RGBA).
+        channels: 1 or 3.
+        composite_alpha: True (default) or a boolean tensor; False drops the fourth channel
+            instead (32-bit BMPs often leave it 0 although nothing is transparent).
+
+    Returns:
+        A uint8 `(H, W, channels)` tensor: `color * alpha + 255 * (1 - alpha)`, rounded; gray
+        repeated to RGB for `channels=3`, the first channel kept for `channels=1`.
+    """
+    import tensorflow as tf
+
+    def composite():
+        x = tf.cast(image, tf.float32)
+        alpha = x[..., -1:] / 255.0
+        out = x[..., :-1] * alpha + float(ALPHA_BACKGROUND) * (1.0 - alpha)
+        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+    c = tf.shape(image)[-1]
+    has_alpha = tf.logical_and(tf.equal(c % 2, 0), composite_alpha)  # 2 or 4: the last is alpha
+    flat = tf.cond(has_alpha, composite, lambda: image)
+    if channels == 1:
+        return flat[..., :1]
+    return tf.cond(tf.equal(tf.shape(flat)[-1], 1), lambda: tf.repeat(flat, 3, axis=-1),
+                   lambda: flat[..., :3])
+
+
+def _alpha_is_transparency(raw):
+    """PNG and WebP alpha is transparency; a 32-bit BMP's fourth channel is often just 0."""
+    import tensorflow as tf
+
+    png = tf.equal(tf.strings.substr(raw, 0, 4), b"\x89PNG")
+    webp = tf.logical_and(tf.equal(tf.strings.substr(raw, 0, 4), b"RIFF"),
+                          tf.equal(tf.strings.substr(raw, 8, 4), b"WEBP"))
+    return tf.logical_or(png, webp)
+
+
 def decode_image(raw, channels, ratio=None):
     """Decodes `raw` bytes to a uint8 `(H, W, channels)` tensor; `channels` is 1 or 3.
 
     Grayscale, palette, RGBA, 16-bit and CMYK inputs all come out as uint8 with `channels`
-    channels (alpha is dropped; 16-bit values are scaled). GIFs give their first frame. With
-    `ratio` (a scalar int32 tensor, 1, 2, 4 or 8; JPEGs only) libjpeg decodes at that scale.
+    channels: 16-bit values are scaled to 8 bits (x * 255 / 65535, TensorFlow's conversion), and
+    PNG/WebP transparency is composited onto white (`ALPHA_BACKGROUND`), not dropped (a BMP's
+    fourth channel is dropped). GIFs give their
+    first frame. With `ratio` (a scalar int32 tensor, 1, 2, 4 or 8; JPEGs only) libjpeg decodes
+    at that scale.
     """
     import tensorflow as tf
 
     def full():
-        if channels == 1:  # decode_image refuses channels=1 for GIF/BMP/WebP: slice instead
-            image = tf.io.decode_image(raw, channels=0, dtype=tf.uint8, expand_animations=False)
-            return image[..., :1]
-        return tf.io.decode_image(raw, channels=channels, dtype=tf.uint8, expand_animations=False)
+        if channels == 3:
+            # JPEG has no alpha and may be CMYK: libjpeg's own conversion to RGB.
+            return tf.cond(tf.equal(tf.strings.substr(raw, 0, 3), _JPEG_MAGIC),
+                           lambda: tf.io.decode_jpeg(raw, channels=3), lambda: other())
+        return other()
+
+    def other():
+        image = tf.io.decode_image(raw, channels=0, dtype=tf.uint8, expand_animations=False)
+        return flatten_alpha(image, channels, _alpha_is_transparency(raw))
 
     if ratio is None:
         image = full()

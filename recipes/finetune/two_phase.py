@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import Recipe
 from ..distribute import connect, local_only
-from ..run import RunFolder
+from ..run import RunFolder, RunFolderMismatch
 from ..training import (
     Result,
     build_from_recipe,
@@ -52,6 +52,7 @@ def fine_tune(
     strategy=None,
     workers=None,
     worker_index=None,
+    overwrite=False,
     **fields,
 ) -> Result:
     """Two-phase transfer learning: train a new head on the frozen backbone, then fine-tune.
@@ -70,7 +71,8 @@ def fine_tune(
     `history.csv` (both phases, one row per epoch), `metrics.json` (with `phase2_start_epoch`),
     `curves.png` (a mark where phase 2 starts); and `phase1/`, `phase2/` with each phase's own
     records. Re-running the same call resumes: a finished phase 1 is not repeated and phase 2
-    resumes from its last finished epoch; a finished or different earlier run starts anew.
+    resumes from its last finished epoch; a finished earlier run is redone; an earlier run with
+    another recipe is refused unless `overwrite=True`. The folder is locked while the run trains.
 
     Args:
         model_or_backbone: A registry name (default: the recipe's backbone), built with `weights`
@@ -100,6 +102,8 @@ def fine_tune(
         workers: Train on several machines (default None): every worker's `"host:port"`, as
             for `recipes.train` (JAX backend; worker 0 writes `out`, the others nothing).
         worker_index: This worker's position in `workers`.
+        overwrite: Replace an earlier run in `out` that used another recipe (default False:
+            refused, the differing fields listed).
         **fields: Other `Recipe` fields.
 
     Returns:
@@ -112,6 +116,9 @@ def fine_tune(
             `weights` with a built model, an unknown unfreeze block (the backbone's blocks
             listed), a policy that selects nothing with `gradual`, `layer_lr_decay` with float16.
         WeightsUnavailableError: `"imagenet"` offline and not cached (before any training).
+        recipes.run.RunFolderMismatch: (a ValueError) `out` holds a run with another recipe.
+        recipes.run.RunFolderInUse: Another live process is training into `out`.
+        TrainingDiverged: The loss became NaN or infinite in either phase.
 
     Example:
         >>> result = recipes.fine_tune("efficientnet_b0", "flowers/", head_epochs=2, epochs=5,
@@ -135,8 +142,16 @@ def fine_tune(
     selected = select_layers(backbone, recipe.unfreeze)
     _check_against_model(recipe, model, selected)
     run = RunFolder(out) if out is not None else None
+    with run.lock() if run is not None else contextlib.nullcontext():
+        return _fine_tune_locked(model, data, recipe, run, cluster, distributed, backbone, selected,
+                                 callbacks, strategy, verbose, overwrite)
+
+
+def _fine_tune_locked(model, data, recipe, run, cluster, distributed, backbone, selected,
+                      callbacks, strategy, verbose, overwrite) -> Result:
+    """`fine_tune` once the run folder (if any) is locked: both phases, then the folder."""
     record_skipped(run, data)
-    reuse_phase1 = _start_run(run, recipe) if run is not None else False
+    reuse_phase1 = _start_run(run, recipe, overwrite) if run is not None else False
     if cluster is not None:  # worker 0's run folder decides for every worker
         reuse_phase1 = bool(cluster.broadcast(np.array([reuse_phase1], np.int32))[0])
     phase1, phase2 = (run.sub(PHASE1), run.sub(PHASE2)) if run is not None else (None, None)
@@ -258,15 +273,26 @@ def _phase2_callbacks(recipe, model, backbone, selected, verbose):
     return extra
 
 
-def _start_run(run: RunFolder, recipe: Recipe) -> bool:
-    """Clears a finished or different earlier run; True when its finished phase 1 is reusable."""
-    previous = None
-    if run.recipe_path.is_file():
-        try:
-            previous = run.recipe()
-        except ValueError:  # unreadable or from another version: not the same run
-            previous = None
-    if run.metrics_path.is_file() or previous is None or previous.diff(recipe):
+def _start_run(run: RunFolder, recipe: Recipe, overwrite=False) -> bool:
+    """Refuses an earlier run with another recipe (unless `overwrite`: cleared), clears a
+    finished one; True when this run's finished phase 1 is reusable.
+
+    Raises:
+        RunFolderMismatch: The folder's run used another recipe and `overwrite` is False.
+    """
+    started = any(run.sub(name).path.exists() for name in (PHASE1, PHASE2))
+    if started and not overwrite:
+        if not run.recipe_path.is_file():
+            raise RunFolderMismatch(
+                f"{run.path} holds a fine-tuning run without {RunFolder.RECIPE}, so it cannot be "
+                "told apart from another run. Pass overwrite=True (CLI: --overwrite) to replace "
+                "it, or choose another folder (out=..., CLI: --out)."
+            )
+        run.check_recipe(recipe, started=True)  # the phases hold the epochs, not the top
+    if overwrite:  # nothing of the earlier run may sit next to the new recipe
+        run.clear(PHASE1, PHASE2, RunFolder.METRICS, RunFolder.MODEL, RunFolder.HISTORY,
+                  RunFolder.CURVES)
+    elif run.metrics_path.is_file() or not run.recipe_path.is_file():
         run.clear(PHASE1, PHASE2, RunFolder.METRICS)
     run.save_recipe(recipe)  # first, so that a re-run can tell whether it is the same run
     return run.sub(PHASE1).finished

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import keras_tuner
 
+from callbacks import TrainingDiverged
+
 from ..config import Recipe
 from .space import trial_recipe
 from .splits import rebatch
@@ -223,6 +225,8 @@ class RecipeHyperModel(keras_tuner.HyperModel):
                 history = self._fit_here(run, model, callbacks)
         except (kt.errors.FailedTrialError, kt.errors.FatalError):
             raise
+        except TrainingDiverged as exc:
+            raise kt.errors.FailedTrialError(diverged_message(exc, run)) from exc
         except MemoryError as exc:
             raise kt.errors.FailedTrialError(f"Out of memory: {exc}") from exc
         except ValueError as exc:
@@ -269,6 +273,13 @@ def fit_recipe(recipe: Recipe, model, data, callbacks, verbose) -> dict:
 
         result = train(model, data, recipe=recipe, callbacks=callbacks, verbose=verbose)
     return result.history
+
+
+def diverged_message(exc, recipe: Recipe) -> str:
+    """The failed trial's message for a `TrainingDiverged` (in the words of `check_finite`)."""
+    return (f"loss became {exc.loss} at epoch {exc.epoch} batch {exc.batch} "
+            f"(optimizer={recipe.optimizer}, learning_rate={recipe.peak_learning_rate}); the trial "
+            "is marked failed")
 
 
 def check_finite(history: dict, recipe: Recipe):

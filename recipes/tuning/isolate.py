@@ -96,6 +96,8 @@ def fit_isolated(hypermodel, recipe: Recipe, model, callbacks, continued: bool) 
             raise kt.errors.FailedTrialError(f"Invalid recipe: {error}")
         if kind == "memory":
             raise kt.errors.FailedTrialError(f"Out of memory: {error}")
+        if kind == "diverged":
+            raise kt.errors.FailedTrialError(error)
         if kind == "value":
             raise kt.errors.FatalValueError(
                 f"{error} (while training in an isolated process, log {log}); the trial's recipe "
@@ -176,16 +178,18 @@ def run_trial_file(job_file) -> int:
     """Entry point of an isolated trial: trains the job's recipe, writes its history as JSON.
 
     The result file holds `{"history": ...}`, or `{"error": text, "kind": kind}` with kind
-    `"recipe"` (the Recipe or model could not be made), `"memory"`, `"value"` (a ValueError
-    while training) or `"other"`.
+    `"recipe"` (the Recipe or model could not be made), `"memory"`, `"diverged"` (a NaN/inf loss),
+    `"value"` (a ValueError while training) or `"other"`.
 
     Returns:
         0 (the outcome is in the result file).
     """
     import keras
 
+    from callbacks import TrainingDiverged
+
     from ..training import build_from_recipe
-    from .hypermodel import fit_recipe
+    from .hypermodel import diverged_message, fit_recipe
 
     job_file = Path(job_file)
     job = RunFolder(job_file.parent).read_json(job_file.name)
@@ -205,6 +209,8 @@ def run_trial_file(job_file) -> int:
         payload = {"history": fit_recipe(recipe, model, data, [checkpoint], job["verbose"])}
     except MemoryError as exc:
         payload = _error(exc, "memory")
+    except TrainingDiverged as exc:
+        payload = {"error": diverged_message(exc, recipe), "kind": "diverged"}
     except ValueError as exc:
         payload = _error(exc, "recipe" if stage == "recipe" else "value")
     except Exception as exc:  # reported to the parent, which decides whether the trial is retried

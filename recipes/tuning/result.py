@@ -189,7 +189,7 @@ class SearchResult:
         )
         return model
 
-    def retrain(self, data=None, *, epochs=None, out=None, verbose="auto"):
+    def retrain(self, data=None, *, epochs=None, out=None, verbose="auto", overwrite=False):
         """Trains the best recipe from scratch on train + validation and evaluates on test.
 
         The result differs from `best_model()` (KerasTuner #689, #1020) because it is a different
@@ -205,6 +205,8 @@ class SearchResult:
             out: Run folder (a path or a `RunFolder`) that `train` / `fine_tune` write (default:
                 none).
             verbose: Keras `fit` verbosity (default "auto").
+            overwrite: Replace a run of another recipe in `out` (default False: refused, see
+                `recipes.train`).
 
         Returns:
             A `recipes.Result` (test metrics in `.metrics`).
@@ -225,10 +227,12 @@ class SearchResult:
         if recipe.pretrained:
             from ..finetune import fine_tune
 
-            return fine_tune(recipe.backbone, full, recipe=recipe, out=out, verbose=verbose)
+            return fine_tune(recipe.backbone, full, recipe=recipe, out=out, verbose=verbose,
+                             overwrite=overwrite)
         from ..training import train
 
-        return train(recipe.backbone, full, recipe=recipe, out=out, verbose=verbose)
+        return train(recipe.backbone, full, recipe=recipe, out=out, verbose=verbose,
+                     overwrite=overwrite)
 
     def refined_search_space(self, factor=3) -> dict:
         """A narrower space around the best trial: ranges shrunk `factor` times, choices fixed.

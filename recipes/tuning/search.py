@@ -118,6 +118,20 @@ def _best_on_disk(project_dir: Path, direction) -> float | None:
     return best
 
 
+def _liveness(role, tuner, project: RunFolder):
+    """Workers beat, the chief watches the beats (`recipes.tuning.heartbeat`), so that a killed
+    worker's trial is given up instead of hanging the chief; nothing on one machine."""
+    import contextlib
+
+    from .heartbeat import Heartbeat, Watchdog
+
+    if role == "worker":
+        return Heartbeat(project.path, tuner.tuner_id)
+    if role == "chief":
+        return Watchdog(tuner.oracle, project.path)
+    return contextlib.nullcontext()
+
+
 def _tuner_class(name):
     base = getattr(keras_tuner, TUNERS[name])
     return type(f"Recipe{base.__name__}", (_TrialRecords, base), {})
@@ -254,6 +268,9 @@ def search(
     `KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT` before calling (the `recipes tune --chief /
     --worker` CLI does this). Every process must pass the same arguments. Workers write trial
     checkpoints into their own `directory`: use a shared folder for `best_model()` on the chief.
+    In a shared folder workers also write heartbeats (`<project>/workers/`): the chief gives up
+    the trial of a worker that died (KerasTuner retries it if `max_retries_per_trial` allows, else
+    it is FAILED) and finishes instead of waiting forever (see `recipes.tuning.heartbeat`).
 
     Args:
         data: A `Data` from `load_data` (or a source for it, loaded with the fixed batch size and
@@ -363,7 +380,8 @@ def search(
         tuner_obj.oracle.max_trials = max_trials
     result = SearchResult(project.path, tuner_obj, hypermodel, data, args, role=role)
     try:
-        tuner_obj.search(callbacks=list(callbacks), verbose=0)
+        with _liveness(role, tuner_obj, project):
+            tuner_obj.search(callbacks=list(callbacks), verbose=0)
     except RuntimeError as exc:
         if not str(exc).startswith("Number of consecutive failures"):
             raise

@@ -52,6 +52,11 @@ CASES = [
     ("mixup", ["--mixup", "0.2"], 0.2),
     ("cutmix", ["--cutmix", "1"], 1.0),
     ("label_smoothing", ["--label-smoothing", "0.1"], 0.1),
+    ("precision", ["--precision", "mixed_bfloat16"], "mixed_bfloat16"),
+    ("jit_compile", ["--jit-compile", "false"], False),
+    ("jit_compile", ["--jit-compile", "auto"], "auto"),
+    ("steps_per_execution", ["--steps-per-execution", "4"], 4),
+    ("steps_per_execution", ["--steps-per-execution", "auto"], "auto"),
     ("optimizer", ["--optimizer", "sgd"], "sgd"),
     ("learning_rate", ["--learning-rate", "0.01"], 0.01),
     ("learning_rate", ["--lr", "3e-4"], 3e-4),
@@ -164,7 +169,8 @@ def test_an_import_error_in_a_command_module_is_raised(monkeypatch):
 def test_every_command_is_listed(parser):
     commands = next(a for a in parser._actions if a.dest == "command").choices
     assert list(commands) == ["list", "train", "fine-tune", "weights", "tune", "find-lr", "bench",
-                              "augment-preview"]
+                              "augment-preview", "evaluate", "calibrate", "predict", "export",
+                              "explain", "ensemble", "bag", "ablate"]
 
 
 BAD_ARGUMENTS = [

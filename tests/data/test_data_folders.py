@@ -57,7 +57,7 @@ def test_mixed_formats_and_sizes_become_one_size_3_channel_uint8(tmp_path):
     Image.new("L", (15, 10), 128).save(gray / "a.png")
     Image.new("L", (10, 15), 128).save(gray / "b.jpg", quality=95)
     Image.new("L", (11, 11), 128).save(gray / "c.bmp")
-    Image.new("LA", (12, 12), (128, 40)).save(gray / "d.png")
+    Image.new("LA", (12, 12), (128, 255)).save(gray / "d.png")  # opaque (see the alpha test)
     Image.fromarray(np.full((9, 14), 128 * 257, np.uint16)).save(gray / "e.png")  # 16-bit
     assert Image.open(gray / "e.png").mode.startswith("I")
     data = _load(tmp_path, image_size=16)

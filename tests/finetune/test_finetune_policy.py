@@ -9,6 +9,7 @@ import recipes
 from recipes import finetune as ft
 from recipes.config import PRESETS
 from recipes.finetune import two_phase
+from recipes.run import RunFolderMismatch
 from recipes.validation import parse_unfreeze_policy
 
 
@@ -140,7 +141,10 @@ def test_a_rerun_reuses_phase1_only_for_the_same_unfinished_recipe(tmp_path):
     _write_phase1(run)
     run.save_recipe(recipe)
     assert start(run, recipe) is True  # same recipe, not finished: phase 1 is reused
-    assert start(run, recipe.replace(unfreeze="all")) is False  # a different run starts anew
+    with pytest.raises(RunFolderMismatch, match="unfreeze: was 'top:30%', now 'all'"):
+        start(run, recipe.replace(unfreeze="all"))  # another run is refused, never mixed in
+    assert run.sub("phase1").path.exists()  # ... and nothing of it was removed
+    assert start(run, recipe.replace(unfreeze="all"), overwrite=True) is False  # replaced on request
     assert not run.sub("phase1").path.exists()
     _write_phase1(run)
     run.save_metrics({"test_accuracy": 1.0})  # finished: the same command trains again

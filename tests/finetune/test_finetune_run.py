@@ -187,10 +187,10 @@ def test_fine_tuned_model_reloads_with_identical_predictions(run, data):
     np.testing.assert_array_equal(
         loaded.predict(x, verbose=0), result.model.predict(x, verbose=0)
     )
-    assert isinstance(loaded.optimizer, ft.LayerwiseOptimizer)  # saved with its state
-    assert loaded.optimizer.head_index == result.model.optimizer.head_index
-    for a, b in zip(loaded.optimizer.variables, result.model.optimizer.variables):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # model.keras is the portable inference model: core Keras only, no training state (a killed
+    # run resumes from backup/, not from model.keras).
+    assert not loaded.compiled
+    assert recipes.portable.custom_objects_in(loaded) == []
 
 
 def test_save_backbone_round_trip_after_fine_tuning(run, tmp_path):
