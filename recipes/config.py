@@ -149,6 +149,10 @@ class Recipe:
     steps_per_execution: str | int = _f("auto", "training steps per compiled call: auto (several "
                                         "on a GPU, 1 on a CPU or with a per-batch callback) | N",
                                         kind="auto_int", group="speed")
+    grappler: str | bool = _f("auto", "TensorFlow graph optimizations: auto (off for runs of at most 500 "
+                              "steps on a CPU, where optimizing each graph took longer than it "
+                              "saved; else on) | true | false",
+                              kind="auto_bool", group="speed")
     class_weight: str | None = _f(None, "balanced: weight the loss by inverse class frequency "
                                   "(imbalanced data); none: every image counts the same",
                                   kind="str", nullable=True, choices=("balanced",))
@@ -248,9 +252,10 @@ class Recipe:
         from .speed import PRECISIONS
 
         v.check_choice("precision", self.precision, PRECISIONS)
-        if not (isinstance(self.jit_compile, bool) or self.jit_compile == "auto"):
-            raise ValueError("jit_compile must be 'auto', True or False; "
-                             f"Received: jit_compile={self.jit_compile!r}")
+        for name in ("jit_compile", "grappler"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or value == "auto"):
+                raise ValueError(f"{name} must be 'auto', True or False; Received: {name}={value!r}")
         if self.steps_per_execution != "auto":
             if isinstance(self.steps_per_execution, str):
                 raise ValueError("steps_per_execution must be 'auto' or an int >= 1; "

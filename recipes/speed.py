@@ -9,6 +9,11 @@ values in `metrics.json` (`speed`). The rules:
   and slower than float32 (`mixed_bfloat16` is the CPU-friendly mixed policy).
 - `jit_compile="auto"`: XLA on a GPU (and always on JAX, which compiles with XLA anyway), off on
   a CPU with TensorFlow, where it measured 1.5x to 8x slower (BENCHMARKS.md).
+- `grappler="auto"`: TensorFlow's graph optimizer (Grappler) on, except for short runs on a CPU
+  (at most `SHORT_RUN_STEPS` optimizer steps): there optimizing each traced graph takes longer
+  than it saves (bare `recipes train`, 184 steps: 45.7 s -> 34.0 s, same accuracy), while a
+  1,000-step MNIST run was faster with it (94.6 s against 113.9 s; BENCHMARKS.md). Other
+  backends have no Grappler; the value is then recorded as False.
 - `steps_per_execution="auto"`: several steps per compiled call on a GPU, where the per-step
   Python overhead is a large share of a small model's step; 1 on a CPU, where a step takes tens
   of milliseconds and looping inside the graph measured no faster. Never more than one step per
@@ -30,6 +35,7 @@ __all__ = [
     "accelerator",
     "resolve",
     "dtype_policy",
+    "graph_optimizer",
     "per_batch_callbacks",
 ]
 
@@ -38,6 +44,9 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 #: Tensor cores (fast float16) start with Volta, compute capability 7.0.
 _FP16_CAPABILITY = (7, 0)
+
+#: Runs of at most this many optimizer steps skip Grappler on a CPU (`grappler="auto"`).
+SHORT_RUN_STEPS = 500
 
 #: Steps per compiled call `"auto"` picks on a GPU (capped at the epoch's steps).
 _GPU_STEPS_PER_EXECUTION = 32
@@ -60,6 +69,7 @@ class Speed:
     precision: str
     jit_compile: bool
     steps_per_execution: int
+    grappler: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -170,15 +180,28 @@ def _resolve_steps(steps_per_execution, device, steps_per_epoch, callbacks):
     return steps_per_execution
 
 
-def resolve(precision="auto", jit_compile="auto", steps_per_execution="auto", *, steps_per_epoch=None,
-            callbacks=(), device=None) -> Speed:
+def _resolve_grappler(grappler, device, total_steps):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return False
+    if grappler == "auto":
+        short = total_steps is not None and total_steps <= SHORT_RUN_STEPS
+        return device.kind == "gpu" or not short
+    return bool(grappler)
+
+
+def resolve(precision="auto", jit_compile="auto", steps_per_execution="auto", grappler="auto", *,
+            steps_per_epoch=None, epochs=None, callbacks=(), device=None) -> Speed:
     """The precision, XLA flag and steps per execution a run uses on this machine.
 
     Args:
         precision: `"auto"` (default), `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`.
         jit_compile: `"auto"` (default), True or False.
         steps_per_execution: `"auto"` (default) or an int >= 1.
+        grappler: `"auto"` (default), True or False: TensorFlow's graph optimizations.
         steps_per_epoch: Training steps per epoch (caps the automatic choice).
+        epochs: Epochs of the run (with `steps_per_epoch`, tells a short run for `grappler`).
         callbacks: The run's callbacks (per-batch ones force one step per call).
         device: An `Accelerator` (default: `accelerator()`).
 
@@ -191,13 +214,15 @@ def resolve(precision="auto", jit_compile="auto", steps_per_execution="auto", *,
 
     Example:
         >>> recipes.speed.resolve()
-        Speed(precision='float32', jit_compile=False, steps_per_execution=1)
+        Speed(precision='float32', jit_compile=False, steps_per_execution=1, grappler=True)
     """
     device = device if device is not None else accelerator()
     return Speed(
         precision=_resolve_precision(precision, device),
         jit_compile=_resolve_jit(jit_compile, device),
         steps_per_execution=_resolve_steps(steps_per_execution, device, steps_per_epoch, callbacks),
+        grappler=_resolve_grappler(
+            grappler, device, steps_per_epoch * epochs if steps_per_epoch and epochs else None),
     )
 
 
@@ -218,3 +243,28 @@ def dtype_policy(name):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@contextlib.contextmanager
+def graph_optimizer(enabled: bool):
+    """Runs the block with TensorFlow's Grappler meta-optimizer on or off, then restores the
+    previous setting (graphs traced inside keep theirs). A no-op on other backends.
+
+    Example:
+        >>> with recipes.speed.graph_optimizer(False):
+        ...     model.fit(ds, epochs=2)
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    key = "disable_meta_optimizer"
+    previous = tf.config.optimizer.get_experimental_options().get(key, False)
+    tf.config.optimizer.set_experimental_options({key: not enabled})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({key: previous})

@@ -301,9 +301,10 @@ def train(
              label_smoothing=label_smoothing, seed=seed),
         kwargs,
     )
+    from .speed import graph_optimizer
     from .speed import resolve as resolve_speed
 
-    resolve_speed(recipe.precision, recipe.jit_compile, recipe.steps_per_execution,
+    resolve_speed(recipe.precision, recipe.jit_compile, recipe.steps_per_execution, recipe.grappler,
                   callbacks=callbacks)  # a bad toggle fails before any data is read
     cluster = _connect(workers, worker_index, strategy)  # None on one machine
     recipe, data = prepare_data(recipe, data, batch_size_given="batch_size" in kwargs)
@@ -328,7 +329,8 @@ def train(
                        else cluster.steps_per_epoch(data.sizes.get("train", 0), data.batch_size))
 
     speed = resolve_speed(recipe.precision, recipe.jit_compile, recipe.steps_per_execution,
-                          steps_per_epoch=steps_per_epoch, callbacks=callbacks)
+                          recipe.grappler, steps_per_epoch=steps_per_epoch, epochs=recipe.epochs,
+                          callbacks=callbacks)
     if model is not None:
         _check_built_precision(model, recipe.precision)
     keras.utils.set_random_seed(recipe.seed)
@@ -354,8 +356,9 @@ def train(
     cbs = list(callbacks) + _run_callbacks(recipe, run, data, cluster, overwrite=overwrite)
     start = time.time()
     try:  # the run folder's lock, taken by _run_callbacks, is held until the run is written
-        return _fit_and_finish(model, data, recipe, cbs, run, cluster, class_weight, verbose, start,
-                               speed=speed)
+        with graph_optimizer(speed.grappler):  # every graph this run traces
+            return _fit_and_finish(model, data, recipe, cbs, run, cluster, class_weight, verbose,
+                                   start, speed=speed)
     finally:
         if run is not None:
             run.release_lock()

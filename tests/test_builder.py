@@ -14,7 +14,13 @@ def _small(name):
     return max(recipes.backbone_info(name).min_size, 32)
 
 
-@pytest.mark.parametrize("name", ALL)
+#: The deepest variants build the same code path as their family's smallest member and take
+#: 5-10 s each: they run with `-m slow`; every family keeps at least one member in the default suite.
+_DEEP = {"efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_m",
+         "efficientnet_v2_l", "resnet152", "resnet152_v2", "densenet169", "densenet201"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _DEEP else n for n in ALL])
 def test_every_backbone_builds_small_and_predicts(name):
     size = _small(name)
     model = recipes.build_classifier(name, 3, image_size=size, input_shape=(20, 20, 1))

@@ -375,6 +375,7 @@ def digits_32px():
     return x, y
 
 
+@pytest.mark.slow  # 17 s; the CLI train test checks the same gap through --precise-bn
 def test_precise_bn_closes_the_train_inference_gap_of_mobilenet():
     # MobileNet (alpha 0.25, from scratch, BN momentum 0.99) nested in a functional
     # model, trained 3 short epochs: the EMA statistics still carry their init.

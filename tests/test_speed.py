@@ -8,21 +8,29 @@ import callbacks as cb
 import recipes
 from recipes import Recipe
 from recipes.cli.args import auto_bool, auto_int
-from recipes.speed import Accelerator, dtype_policy, per_batch_callbacks, resolve
+from recipes.speed import Accelerator, dtype_policy, graph_optimizer, per_batch_callbacks, resolve
 
 CPU = Accelerator("cpu")
 VOLTA = Accelerator("gpu", (7, 0), 1)
 PASCAL = Accelerator("gpu", (6, 1), 1)
 
 
-@pytest.mark.parametrize("device, precision, jit, steps", [
-    (CPU, "float32", False, 1),
-    (VOLTA, "mixed_float16", True, 20),  # capped at the epoch's 20 steps
-    (PASCAL, "float32", True, 20),  # no tensor cores: float16 would not pay
+def test_grappler_is_off_only_for_short_cpu_runs():
+    assert resolve(steps_per_epoch=23, epochs=8, device=CPU).grappler is False  # 184 steps
+    assert resolve(steps_per_epoch=125, epochs=8, device=CPU).grappler is True  # 1,000 steps
+    assert resolve(steps_per_epoch=23, epochs=8, device=VOLTA).grappler is True
+    assert resolve(grappler=False, steps_per_epoch=125, epochs=8, device=CPU).grappler is False
+
+
+@pytest.mark.parametrize("device, precision, jit, steps, grappler", [
+    (CPU, "float32", False, 1, True),  # length unknown: on
+    (VOLTA, "mixed_float16", True, 20, True),  # capped at the epoch's 20 steps
+    (PASCAL, "float32", True, 20, True),  # no tensor cores: float16 would not pay
 ])
-def test_auto_resolves_per_device(device, precision, jit, steps):
+def test_auto_resolves_per_device(device, precision, jit, steps, grappler):
     speed = resolve(steps_per_epoch=20, device=device)
-    assert (speed.precision, speed.jit_compile, speed.steps_per_execution) == (precision, jit, steps)
+    assert (speed.precision, speed.jit_compile, speed.steps_per_execution, speed.grappler) == (
+        precision, jit, steps, grappler)
 
 
 def test_explicit_values_win():
@@ -46,6 +54,7 @@ def test_unknown_precision_lists_the_closest():
     ("steps_per_execution", "fast", "'auto' or an int"),
     ("jit_compile", "yes", "jit_compile must be 'auto', True or False"),
     ("jit_compile", 1, "jit_compile must be 'auto', True or False"),
+    ("grappler", "off", "grappler must be 'auto', True or False"),
 ])
 def test_bad_toggles_fail_in_the_recipe(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -74,6 +83,21 @@ def test_cli_parsers_of_the_toggles():
         auto_bool("maybe")
 
 
+def test_graph_optimizer_is_scoped_and_restored():
+    import tensorflow as tf
+
+    def disabled():
+        return tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+
+    before = disabled()
+    with graph_optimizer(False):
+        assert disabled() is True
+        with graph_optimizer(True):
+            assert disabled() is False
+        assert disabled() is True
+    assert disabled() == before
+
+
 def test_dtype_policy_is_scoped():
     before = keras.config.dtype_policy().name
     with dtype_policy("mixed_bfloat16"):
@@ -81,6 +105,18 @@ def test_dtype_policy_is_scoped():
     assert keras.config.dtype_policy().name == before
 
 
+def test_the_mixed_policy_applies_to_the_built_layers():
+    recipe = Recipe(precision="mixed_bfloat16", image_size=32)
+    data = recipes.load_data("digits", batch_size=32)
+    model = recipes.training.build_from_recipe(recipe, data)
+    conv = next(layer for layer in recipes.find_backbone(model).layers
+                if isinstance(layer, keras.layers.Conv2D))
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is back
+
+
+@pytest.mark.slow
 def test_a_mixed_bfloat16_run_is_mixed_and_trains(digits_small, tmp_path):
     x, y = digits_small
     data = recipes.load_data((x, y), batch_size=32, seed=0)
@@ -94,7 +130,7 @@ def test_a_mixed_bfloat16_run_is_mixed_and_trains(digits_small, tmp_path):
     assert model.get_layer("probabilities").compute_dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is back
     assert result.metrics["speed"] == {"precision": "mixed_bfloat16", "jit_compile": False,
-                                       "steps_per_execution": 2}
+                                       "steps_per_execution": 2, "grappler": False}
     assert Recipe.load(tmp_path / "run" / "recipe.json").precision == "mixed_bfloat16"
     assert len(result.history["loss"]) == 3 and len(result.history["learning_rate"]) == 3
     probabilities = model.predict(x[:64], verbose=0)

@@ -180,8 +180,8 @@ def evaluate(model_or_run, data=None, *, split="test", tta=False, out=None, top_
         data: A `Data`, a source (`"digits"`, a folder, ...) or `(x, y)` (default: the run's
             recipe.json dataset, split with its seed, so `test` is the split the run held out).
         split: `"test"` (default), `"validation"` or `"train"`.
-        tta: Also evaluate with test-time augmentation (flips where the run's recipe allows
-            them, plus a central zoom), averaging probabilities (default False).
+        tta: Also evaluate with test-time augmentation (a central zoom, and flips when the run
+            trained with flip augmentation), averaging probabilities (default False).
         out: Folder for `report.json`, `confusion.png`, `top_losses.png`, `reliability.png`
             (default: `<run>/evaluation`; a model in memory writes nothing without `out`).
         top_losses: Number of most confidently wrong images drawn (default 16; 0: no plot).
@@ -267,7 +267,10 @@ def _tta(src, ds, labels, bins):
     from sklearn.metrics import top_k_accuracy_score
 
     recipe = src.recipe
-    views = tta_views(flip=True if recipe is None else bool(recipe.flip))
+    # Flipped views only for a model that saw flips in training (digits and text must not flip;
+    # a model trained without flip augmentation has never seen a mirrored image).
+    flipped = recipe is not None and recipe.augmentation is not None and bool(recipe.flip)
+    views = tta_views(flip=flipped)
     total = None
     for view in views.values():
         probs = collect(src.model, ds, transform=view)["outputs"][0].astype("float64")

@@ -55,6 +55,7 @@ CASES = [
     ("precision", ["--precision", "mixed_bfloat16"], "mixed_bfloat16"),
     ("jit_compile", ["--jit-compile", "false"], False),
     ("jit_compile", ["--jit-compile", "auto"], "auto"),
+    ("grappler", ["--grappler", "false"], False),
     ("steps_per_execution", ["--steps-per-execution", "4"], 4),
     ("steps_per_execution", ["--steps-per-execution", "auto"], "auto"),
     ("optimizer", ["--optimizer", "sgd"], "sgd"),
