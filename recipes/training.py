@@ -213,7 +213,6 @@ def record_skipped(run: RunFolder | None, data: Data) -> None:
 def build_from_recipe(recipe: Recipe, data: Data, **build_kwargs):
     """`build_classifier` with the recipe's options for `data`'s classes and image shape."""
     from .builder import build_classifier
-
     from .speed import dtype_policy, resolve
 
     kwargs = {**recipe.build_kwargs(), **build_kwargs}

@@ -23,7 +23,8 @@ def add_parser(subparsers):
     p.add_argument("--data-dir", help="tensorflow-datasets data folder (for tfds:<name>)")
     p.add_argument("--split", default="test", help="test (default), validation or train")
     p.add_argument("--tta", action="store_true",
-                   help="also evaluate with test-time augmentation (flips if the recipe allows)")
+                   help="also evaluate with test-time augmentation (flips if the run trained "
+                        "with flips)")
     p.add_argument("--out", help="output folder (default: RUN/evaluation)")
     p.set_defaults(func=run)
     return p
