@@ -204,6 +204,7 @@ def _reports(tmp_path):
     return [json.loads((tmp_path / f"report{i}.json").read_text()) for i in (0, 1)]
 
 
+@pytest.mark.slow  # two JAX processes on loopback, ~30 s: with the other multi-process runs
 @needs_jax
 def test_two_workers_train_to_identical_weights_and_only_worker_0_writes(tmp_path):
     results = _tiny_run(tmp_path, epochs=1)
