@@ -156,6 +156,10 @@ class ResilientBackup(keras.callbacks.BackupAndRestore):
         self.restored_epoch = 0
         self.restarted = False
         self._diverged = False
+        from recipes.compat import backup_paths  # lazy: recipes imports callbacks
+
+        (self._weights_file, self._metadata_file, self._prev_weights_file,
+         self._prev_metadata_file) = backup_paths(self)
 
     # ------------------------------------------------------------------ restore
 
@@ -191,22 +195,22 @@ class ResilientBackup(keras.callbacks.BackupAndRestore):
     def _check_metadata(self) -> int:
         """The finished epochs the metadata records (0 without a backup); raises when it is
         unreadable, or missing next to the weights."""
-        if os.path.exists(self._training_metadata_path):
-            with open(self._training_metadata_path) as f:
+        if os.path.exists(self._metadata_file):
+            with open(self._metadata_file) as f:
                 epoch = json.load(f)["epoch"]
             if not isinstance(epoch, int) or epoch < 0:
-                raise ValueError(f"bad epoch {epoch!r} in {self._training_metadata_path}")
+                raise ValueError(f"bad epoch {epoch!r} in {self._metadata_file}")
             return epoch
-        if os.path.exists(self._weights_path):
-            raise ValueError(f"{self._training_metadata_path} is missing")
+        if os.path.exists(self._weights_file):
+            raise ValueError(f"{self._metadata_file} is missing")
         return 0
 
     def _use_previous(self):
-        if not os.path.exists(self._prev_weights_path):
+        if not os.path.exists(self._prev_weights_file):
             raise FileNotFoundError("no previous backup")
-        shutil.copyfile(self._prev_weights_path, self._weights_path)
-        if os.path.exists(self._prev_training_metadata_path):
-            shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
+        shutil.copyfile(self._prev_weights_file, self._weights_file)
+        if os.path.exists(self._prev_metadata_file):
+            shutil.copyfile(self._prev_metadata_file, self._metadata_file)
         else:
             raise FileNotFoundError("no previous training metadata")
 
@@ -253,18 +257,18 @@ class ResilientBackup(keras.callbacks.BackupAndRestore):
 
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)
-        if os.path.exists(self._weights_path) and os.path.exists(self._training_metadata_path):
+        if os.path.exists(self._weights_file) and os.path.exists(self._metadata_file):
             # The pair that was complete becomes the previous backup (atomically, file by file).
-            _atomic_copy(self._weights_path, self._prev_weights_path)
-            _atomic_copy(self._training_metadata_path, self._prev_training_metadata_path)
+            _atomic_copy(self._weights_file, self._prev_weights_file)
+            _atomic_copy(self._metadata_file, self._prev_metadata_file)
         tmp_weights = os.path.join(self.backup_dir, ".latest.tmp.weights.h5")
         self.model.save_weights(tmp_weights, overwrite=True)
         metadata = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
         tmp_meta = os.path.join(self.backup_dir, ".training_metadata.tmp.json")
         with open(tmp_meta, "w") as f:
             f.write(metadata)
-        os.replace(tmp_weights, self._weights_path)
-        os.replace(tmp_meta, self._training_metadata_path)
+        os.replace(tmp_weights, self._weights_file)
+        os.replace(tmp_meta, self._metadata_file)
 
 
 class ResumableCSVLogger(keras.callbacks.CSVLogger):

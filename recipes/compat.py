@@ -27,6 +27,7 @@ __all__ = [
     "set_metric_direction",
     "own_trainable_variables",
     "build_training_state",
+    "backup_paths",
 ]
 
 #: The Keras versions this package is tested on (also in setup.cfg's install_requires).
@@ -191,3 +192,17 @@ def build_training_state(model, element_spec) -> None:
 
     batch = keras.tree.map_structure(symbolic, element_spec)
     model._symbolic_build(data_batch=tuple(batch) if isinstance(batch, list) else batch)
+
+
+def backup_paths(callback) -> tuple:
+    """The four files of a `keras.callbacks.BackupAndRestore` made with `double_checkpoint=True`:
+    `(latest weights, latest metadata, previous weights, previous metadata)`.
+
+    Keras writes and reads them but names them only in private attributes; the resilient backup
+    (`callbacks.ResilientBackup`) validates and replaces them atomically.
+
+    Touches: `BackupAndRestore._weights_path`, `._training_metadata_path`, `._prev_weights_path`,
+    `._prev_training_metadata_path`.
+    """
+    return (callback._weights_path, callback._training_metadata_path, callback._prev_weights_path,
+            callback._prev_training_metadata_path)

@@ -168,6 +168,16 @@ def test_build_training_state_leaves_no_variable_for_the_first_trace():
     assert created == []  # nothing left to create: the train step traced once
 
 
+def test_backup_paths_are_the_files_backup_and_restore_writes(tmp_path):
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "b"), double_checkpoint=True)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=2, verbose=0, callbacks=[backup])
+    weights, metadata, prev_weights, prev_metadata = compat.backup_paths(backup)
+    assert Path(weights).parent == tmp_path / "b" and weights.endswith(".weights.h5")
+    assert prev_weights == weights + ".bkp" and prev_metadata == metadata + ".bkp"
+
+
 def test_nothing_outside_compat_touches_keras_internals():
     pattern = re.compile(
         r"keras\.src|\._(flatten_layers|layers|learning_rate|inner_optimizers|var_to_optimizer_idx|"
