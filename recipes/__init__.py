@@ -31,9 +31,10 @@ from .config import DEFAULT_BACKBONE, Recipe  # noqa: E402
 from .data import DEFAULT_DATASET, Data, load_data  # noqa: E402
 from .distill import distill  # noqa: E402
 from .ensemble import ensemble  # noqa: E402
-from .finetune import fine_tune, unfreeze_policy_layers  # noqa: E402
+from .finetune import fine_tune, linear_probe, unfreeze_policy_layers  # noqa: E402
 from .lr_find import find_lr  # noqa: E402
 from .portable import portable_model  # noqa: E402
+from .presets import PRESETS  # noqa: E402
 from .registry import backbone_info, list_backbones  # noqa: E402
 from .run import RunFolder  # noqa: E402
 from .training import Result, train  # noqa: E402
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_DATASET",
     "Data",
     "EnsembleResult",
+    "PRESETS",
     "Recipe",
     "Report",
     "Result",
@@ -70,6 +72,7 @@ __all__ = [
     "fine_tune",
     "grad_cam",
     "list_backbones",
+    "linear_probe",
     "load_data",
     "portable_model",
     "predict",

@@ -1,7 +1,8 @@
 """`Recipe`: the one config that flows CLI -> builder -> trainer -> tuner -> run folder.
 
 Every default is decided here: the field defaults, the default learning rate per optimizer (and
-its pretrained scale), the image-size rule for small images, and the fine-tuning preset. A Recipe
+its pretrained scale) and the image-size rule for small images; the named presets and the
+data-size-aware choice among them are in `recipes.presets`. A Recipe
 validates itself at construction, so a bad value fails before any data is loaded or model built,
 and it holds only JSON values, so `recipe.json` always redoes the run. CLI flags are generated
 from the fields' metadata (`recipes/cli/args.py`).
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 
 from . import validation as v
+from .presets import AUTO, PRESETS, check_preset_needs
 
 __all__ = [
     "Recipe",
@@ -43,17 +45,6 @@ POOLINGS = ("avg", "max", "flatten")
 
 #: `backbone` of a recipe that trained a model not built from the registry (`custom:<name>`).
 CUSTOM_PREFIX = "custom:"
-
-#: Named recipes: field changes over `Recipe()`. `Recipe.preset(name)` applies one.
-PRESETS = {
-    "default": {},
-    # Two-phase transfer learning: 2 head epochs at 1e-3 (Adam on a pretrained backbone), then the
-    # top 30 % at a tenth of it; no warmup (the head starts from a useful backbone).
-    "fine-tune": {
-        "weights": "imagenet", "head_epochs": 2, "epochs": 8, "warmup_epochs": 0,
-        "unfreeze": "top:30%",
-    },
-}
 
 _SMALL_IMAGE = 64  # images at most this size train from scratch at the backbone's minimum size
 
@@ -130,7 +121,13 @@ class Recipe:
                               nullable=True)
     warmup_epochs: int = _f(1, "linear warmup epochs (capped at epochs - 1)", kind="int")
     epochs: int = _f(8, "epochs (fine-tune: phase-2 epochs)", kind="int")
+    train_steps: int | None = _f(None, "optimizer-step budget: epochs become train_steps / batches "
+                                 "per epoch, decided when the data is known (an explicit "
+                                 "--epochs replaces it)", kind="int", nullable=True)
     batch_size: int = _f(64, "batch size", kind="int")
+    epoch_passes: int = _f(1, "passes over the training split per epoch (a step budget on small "
+                           "data makes epochs of at least 50 steps: less per-epoch overhead)",
+                           kind="int")
     crop: str | None = _f(None, "how images of another aspect ratio reach the pipeline size "
                           "(folders, tfds): none stretches, center crops, pad letterboxes",
                           kind="str", group="data", nullable=True, choices=("center", "pad"))
@@ -158,6 +155,10 @@ class Recipe:
                                   kind="str", nullable=True, choices=("balanced",))
     patience: int | None = _f(5, "early-stopping patience in epochs on val_loss (0 or none: off)",
                               kind="int", nullable=True)
+    ema: float | None = _f(None, "weight EMA momentum, e.g. 0.999 (Keras' use_ema): validated, "
+                           "tested and saved with the averaged weights, BatchNorm statistics "
+                           "recomputed for them after training; none: off", kind="float",
+                           group="regularization", nullable=True)
     precise_bn: bool = _f(False, "recompute BatchNorm statistics after training: for very short "
                           "runs, whose moving statistics lag the weights (off by default: after a "
                           "cosine decay it measured no gain for its ~7 s)", kind="bool")
@@ -174,6 +175,12 @@ class Recipe:
                                       kind="float", group="fine-tuning", nullable=True)
     gradual: bool = _f(False, "unfreeze block by block from the top, one block per epoch",
                        kind="bool", group="fine-tuning")
+    linear_probe: bool = _f(False, "fine-tuning starts with a linear probe: a logistic regression "
+                            "on the frozen backbone's features, written into the head (before "
+                            "any head epochs)", kind="bool", group="fine-tuning")
+    # which named recipe this is (set by --preset / Recipe.preset; "auto": chosen for the data)
+    preset_name: str = _f(AUTO, "named recipe, or auto: chosen by the training split's size when the "
+                     "data is loaded (recipe.json records the choice)", kind="str", cli=False)
 
     # ------------------------------------------------------------------ construction and checks
 
@@ -218,7 +225,8 @@ class Recipe:
             v.check_int("dense_units", units, 1)
         for name in ("l1", "l2", "mixup", "cutmix", "weight_decay"):
             v.check_number(name, getattr(self, name), 0)
-        for name in ("head_batchnorm", "regularize_backbone", "flip", "precise_bn", "gradual"):
+        for name in ("head_batchnorm", "regularize_backbone", "flip", "precise_bn", "gradual",
+                     "linear_probe"):
             v.check_bool(name, getattr(self, name))
         v.check_rate("drop_connect_rate", self.drop_connect_rate, allow_none=True)
         v.check_rate("bn_momentum", self.bn_momentum, allow_none=True)
@@ -238,6 +246,11 @@ class Recipe:
         v.check_choice("schedule", self.schedule, SCHEDULE_NAMES, allow_none=True)
         v.check_int("warmup_epochs", self.warmup_epochs, 0)
         v.check_int("epochs", self.epochs, 1)
+        v.check_int("train_steps", self.train_steps, 1, allow_none=True)
+        v.check_int("epoch_passes", self.epoch_passes, 1)
+        v.check_number("ema", self.ema, 0, 1, low_open=True, high_open=True, allow_none=True)
+        if self.preset_name != AUTO and self.preset_name not in PRESETS:
+            raise v.unknown("preset", self.preset_name, (AUTO, *PRESETS), arg="preset_name")
         v.check_int("batch_size", self.batch_size, 1)
         v.check_rate("validation_split", self.validation_split)
         v.check_rate("test_split", self.test_split)
@@ -346,20 +359,39 @@ class Recipe:
         return cls(**values)
 
     @classmethod
-    def preset(cls, name: str = "default", **changes) -> Recipe:
-        """A named recipe (see `PRESETS`) with `changes` applied on top.
+    def preset(cls, name: str = "fast", **changes) -> Recipe:
+        """A named recipe (see `recipes.presets.PRESETS`) with `changes` applied on top.
+
+        An `epochs` in `changes` replaces the preset's step budget (`train_steps`) unless that is
+        given too. `"auto"` is `Recipe(**changes)`: the preset is chosen for the data at training.
+
+        Raises:
+            ValueError: An unknown name (closest matches listed), a bad value, or a preset that
+                needs what the recipe lacks (fine-tune without weights).
 
         Example:
             >>> Recipe.preset("fine-tune", epochs=4).head_epochs
             2
         """
-        if name not in PRESETS:
-            raise v.unknown("preset", name, PRESETS, arg="preset")
-        return cls.from_dict({**PRESETS[name], **changes})
+        if name == AUTO:
+            return cls.from_dict(changes)
+        if not isinstance(name, str) or name not in PRESETS:
+            raise v.unknown("preset", name, (AUTO, *PRESETS), arg="preset")
+        values = {**PRESETS[name], **changes, "preset_name": name}
+        if "epochs" in changes and "train_steps" not in changes:
+            values.pop("train_steps", None)
+        recipe = cls.from_dict(values)
+        check_preset_needs(name, recipe)
+        return recipe
 
     def replace(self, **changes) -> Recipe:
-        """A copy with some fields changed (unknown names rejected as in `from_dict`)."""
+        """A copy with some fields changed (unknown names rejected as in `from_dict`).
+
+        Setting `epochs` without `train_steps` drops a step budget (the epoch count wins).
+        """
         self.check_field_names(changes)
+        if "epochs" in changes and "train_steps" not in changes:
+            changes["train_steps"] = None
         return dataclasses.replace(self, **changes)
 
     def diff(self, other: Recipe) -> dict:

@@ -14,7 +14,8 @@ The same command runs on every machine; only the worker index differs:
    split across the workers and the gradients are all-reduced, so the weights stay identical.
 3. Data: `batch_size` is the global batch, as on one machine (same steps, same learning rate).
    Each worker keeps its `1/N` of every global training batch (`Cluster.shard_train`); the last,
-   partial global batch is dropped so that every worker takes the same number of steps.
+   partial global batch is dropped so that every worker takes the same number of steps. An
+   image folder's workers each decode only the images of their own part.
    Validation and test data are not sharded: every worker evaluates all of it, so every worker
    gets the same metrics (and the same early-stopping decisions).
 4. Worker 0 writes the run folder; the others train with `out=None` and write nothing.
@@ -226,9 +227,12 @@ class Cluster:
         """This worker's share of a batched training `tf.data` pipeline.
 
         Every global batch of `batch_size` is cut into `size` equal parts and worker `i` keeps
-        part `i` (`rebatch`, then `shard`), so the workers together see exactly the global batch
-        of a single-machine run (same shuffle order for the same seed); the last partial global
-        batch is dropped so every worker takes the same number of steps.
+        part `i`, so the workers together see exactly the global batch of a single-machine run
+        (same shuffle order for the same seed); the last partial global batch is dropped so
+        every worker takes the same number of steps. A pipeline whose source can build the
+        share itself (`recipes.data.core.train_shard`; an image folder's `train_pipeline`) is
+        replaced by that share, so each worker decodes only its own images; any other is cut
+        batch by batch (`rebatch`, then `shard`: every worker reads all of it).
 
         Args:
             dataset: Batches of `batch_size` (the last one may be smaller).
@@ -240,12 +244,16 @@ class Cluster:
         """
         import tensorflow as tf
 
-        dataset = dataset.rebatch(batch_size, drop_remainder=True).rebatch(batch_size // self.size)
-        dataset = dataset.shard(self.size, self.index)
+        from .data.core import train_shard
+
+        share = train_shard(dataset, batch_size, self.index, self.size)
+        if share is None:
+            share = dataset.rebatch(batch_size, drop_remainder=True).rebatch(batch_size // self.size)
+            share = share.shard(self.size, self.index)
         if train_size:
             steps = self.steps_per_epoch(train_size, batch_size)
-            dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-        return dataset
+            share = share.apply(tf.data.experimental.assert_cardinality(steps))
+        return share
 
     # ------------------------------------------------------------------ state from worker 0
 

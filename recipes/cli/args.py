@@ -14,7 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..config import PRESETS, Recipe
+from ..config import Recipe
+from ..presets import AUTO, PRESET_DOCS, PRESETS, SMALL_DATA_PER_CLASS
 
 __all__ = [
     "EXPLICIT_NONE",
@@ -177,8 +178,13 @@ def add_recipe_arguments(parser, *, base=None, exclude_groups=(), only=None):
     source = g.add_mutually_exclusive_group()
     source.add_argument("--recipe", metavar="FILE",
                         help="start from a recipe.json (e.g. an earlier run's); flags override it")
-    source.add_argument("--preset", choices=tuple(PRESETS),
-                        help="start from a named recipe; flags override it")
+    names = (AUTO, *PRESETS)
+    source.add_argument(
+        "--preset", choices=names, metavar="{" + ",".join(names) + "}",
+        help=("start from a named recipe; flags override it (default auto: chosen by the "
+              f"training split's size, small-data at most {SMALL_DATA_PER_CLASS} images per "
+              "class). " + "; ".join(f"{k}: {doc}" for k, doc in PRESET_DOCS.items() if k != "default")
+              ).replace("%", "%%"))
     g.add_argument("--data-dir", help="tensorflow-datasets data folder (for tfds:<name>)")
     return parser
 
@@ -220,13 +226,14 @@ def explicit_fields(args) -> dict:
     return given
 
 
-def recipe_from_args(args, *, preset="default", changes=None) -> Recipe:
+def recipe_from_args(args, *, preset=AUTO, changes=None) -> Recipe:
     """The Recipe the command line describes: explicit flags over `--recipe FILE` over the preset.
 
     Args:
         args: Parsed arguments of a parser with `add_recipe_arguments`.
-        preset: The base when neither `--recipe` nor `--preset` is given (default "default";
-            `fine-tune` uses "fine-tune").
+        preset: The base when neither `--recipe` nor `--preset` is given (default "auto":
+            `Recipe()`, its preset chosen for the data when it is loaded; `fine-tune` passes
+            "fine-tune").
         changes: Fields a command sets itself, applied with the flags (default none).
 
     Returns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import Recipe
+from ..presets import AUTO
 from . import args as cli
 from .train import (
     add_overwrite_argument,
@@ -41,8 +42,11 @@ def add_parser(subparsers):
 def run(args) -> int:
     """Fine-tunes, then prints the test accuracies, what was unfrozen and the run folder."""
     from ..finetune import fine_tune
+    from ..training import adapt_recipe
 
     recipe = cli.recipe_from_args(args, preset=PRESET)
+    if not args.preset and not args.recipe:  # the preset's fields adapt to the data size
+        recipe = recipe.replace(preset_name=AUTO)
     if recipe.weights is None:
         raise ValueError(
             "fine-tune needs pretrained weights (imagenet or a file from save_backbone); "
@@ -51,6 +55,7 @@ def run(args) -> int:
     out = args.out or cli.default_out(recipe, "_finetune")
     data = cli.data_from_args(args, recipe)
     cli.report_skipped(data, out)
+    recipe = adapt_recipe(recipe, data, base=Recipe.preset(PRESET), explicit=cli.explicit_fields(args))
     print(f"fine-tuning {recipe.backbone} ({recipe.weights}) on {recipe.dataset}: "
           f"{recipe.head_epochs} head epoch(s), then {recipe.epochs} with {recipe.unfreeze} "
           f"unfrozen, {worker_text(args, out)}", flush=True)

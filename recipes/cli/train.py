@@ -10,6 +10,7 @@ from .args import (
     add_worker_arguments,
     data_from_args,
     default_out,
+    explicit_fields,
     recipe_from_args,
     report_skipped,
     verbosity,
@@ -38,12 +39,13 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     """Trains, then prints the test accuracy and the run folder."""
-    from ..training import train
+    from ..training import adapt_recipe, train
 
     recipe = recipe_from_args(args)
     out = args.out or default_out(recipe)
     data = data_from_args(args, recipe)
     report_skipped(data, out)
+    recipe = adapt_recipe(recipe, data, explicit=explicit_fields(args))
     where = worker_text(args, out)
     print(f"training {recipe.backbone} on {recipe.dataset} ({data.sizes.get('train', '?')} images) "
           f"for {recipe.epochs} epoch(s) {where}", flush=True)

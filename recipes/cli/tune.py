@@ -112,8 +112,12 @@ def _parse_options(items):
 def fixed_fields(args, recipe: Recipe) -> dict:
     """The fields fixed for every trial: those given as flags, and those the `--recipe` file or
     `--preset` sets to something other than `Recipe()`'s value."""
-    fixed = {name: getattr(recipe, name) for name in explicit_fields(args)}
-    fixed.update({name: getattr(recipe, name) for name in recipe.diff(Recipe())})
+    given = explicit_fields(args)
+    fixed = {name: getattr(recipe, name) for name in given}
+    # A preset's step budget would override the epochs the tuner gives each trial: the tuner
+    # decides epochs unless --train-steps is given.
+    fixed.update({name: getattr(recipe, name) for name in recipe.diff(Recipe())
+                  if name in given or name not in ("train_steps", "epoch_passes")})
     return fixed
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Data", "load_data", "DEFAULT_DATASET", "describe_source", "split", "check_classes"]
+__all__ = ["Data", "load_data", "DEFAULT_DATASET", "describe_source", "split", "check_classes",
+           "with_train_shards", "train_shard"]
 
 #: The embedded default: scikit-learn's bundled 8x8 digits (1,797 real images, offline).
 DEFAULT_DATASET = "digits"
@@ -52,7 +53,9 @@ class Data:
         """A fresh training pipeline whose shuffle order depends only on `seed`.
 
         `train` reuses one dataset object, whose reshuffle state advances with every pass; runs
-        that must repeat exactly (same seed, same metrics) ask for a fresh one.
+        that must repeat exactly (same seed, same metrics) ask for a fresh one. A source may
+        mark the fresh one with `with_train_shards`, so that each of several workers builds
+        its own share of it (`train_shard`; image folders then decode only that share).
         """
         if self.make_train is None or seed is None:
             return self.train
@@ -86,6 +89,57 @@ class Data:
     def steps_per_epoch(self) -> int:
         """Training batches per epoch."""
         return max(1, -(-self.sizes.get("train", 0) // self.batch_size))
+
+
+#: The attribute by which a training dataset carries the builder of one worker's share of it.
+_SHARD_HOOK = "_recipes_train_shard"
+
+
+def with_train_shards(dataset, batch_size: int, make_shard):
+    """Marks a training pipeline as able to build each worker's share of itself.
+
+    The mark lives on this very dataset object, not on `Data`: a pipeline derived from it
+    (re-batched, joined with validation, a bootstrap sample) is a new object without the mark,
+    so `train_shard` can never hand out the share of a different pipeline.
+
+    Args:
+        dataset: The training pipeline, batches of `batch_size`, reshuffled every epoch.
+        batch_size: Its (global) batch size.
+        make_shard: `(index, count) -> dataset`: worker `index` of `count`'s share, batches of
+            `batch_size // count` that are, step by step, the `index`-th slice of each whole
+            global batch of `dataset` (same shuffle order every epoch; the last, partial global
+            batch dropped).
+
+    Returns:
+        `dataset` itself, marked.
+
+    Example:
+        >>> ds = with_train_shards(ds, 32, lambda index, count: shard_of(ds, index, count))
+    """
+    setattr(dataset, _SHARD_HOOK, (int(batch_size), make_shard))
+    return dataset
+
+
+def train_shard(dataset, batch_size: int, index: int, count: int):
+    """Worker `index` of `count`'s share of `dataset`, built by its source (`with_train_shards`).
+
+    Args:
+        dataset: A training pipeline.
+        batch_size: The global batch size the share is cut from.
+        index: The worker's index, in `[0, count)`.
+        count: Number of workers; divides `batch_size`.
+
+    Returns:
+        Batches of `batch_size // count` (see `with_train_shards`), or None when `dataset`
+        carries no mark or was marked for another batch size (cut it batch by batch instead).
+
+    Example:
+        >>> share = train_shard(data.train_pipeline(0), data.batch_size, 1, 2)
+    """
+    hook = getattr(dataset, _SHARD_HOOK, None)
+    if hook is None or hook[0] != batch_size:
+        return None
+    return hook[1](index, count)
 
 
 def describe_source(source) -> str:

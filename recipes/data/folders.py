@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import Data, split
+from .core import Data, split, with_train_shards
 from .images import (
     AUTO_CACHE_BYTES,
     IMAGE_SUFFIXES,
@@ -300,7 +300,9 @@ def _resolve_cache(cache, n_images, size, channels):
 
 
 def _make_pipeline(paths, labels, ratios, *, size, channels, crop, batch_size, cache, shuffle,
-                   seed, name):
+                   seed, name, shard=None):
+    """The batched pipeline of one split; with `shard=(index, count)`, one worker's share of it
+    (see `_keep_share`): batches of `batch_size // count`."""
     import tensorflow as tf
 
     n = len(labels)
@@ -315,6 +317,8 @@ def _make_pipeline(paths, labels, ratios, *, size, channels, crop, batch_size, c
     ds = tf.data.Dataset.from_tensor_slices((paths, labels, ratios))
     if shuffle and not cache:  # shuffle paths, not images: the buffer stays a list of strings
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if shard and not cache:  # before decoding: each worker decodes only its own images
+        ds = _keep_share(ds, n, batch_size, *shard)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     # A file that changed after the verify pass is dropped, not a crash hours into training.
     ds = ds.ignore_errors(log_warning=True)
@@ -324,7 +328,28 @@ def _make_pipeline(paths, labels, ratios, *, size, channels, crop, batch_size, c
             buffer = n if cache == "memory" else max(
                 batch_size, _FILE_CACHE_SHUFFLE_BYTES // (size[0] * size[1] * channels))
             ds = ds.shuffle(min(n, buffer), seed=seed, reshuffle_each_iteration=True)
+        if shard:  # the cache holds decoded images, shuffled after it: nothing to save there
+            ds = _keep_share(ds, n, batch_size, *shard)
+    if shard:
+        return ds.batch(batch_size // shard[1], drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _keep_share(ds, n, batch_size, index, count):
+    """Worker `index` of `count`'s elements of an unbatched, shuffled split of `n` elements.
+
+    The same as batching by `batch_size`, dropping the last partial batch, and keeping the
+    `index`-th of `count` equal slices of every batch (what `Cluster.shard_train` does with
+    the batches), but before decoding. Every worker shuffles with the same seed, so they all
+    see the same order each epoch and their shares together are exactly the global batches.
+    `enumerate` restarts with every pass, so `k` is the position within the epoch.
+    """
+    if batch_size % count:
+        raise ValueError(f"batch_size must be a multiple of the number of workers, so that each "
+                         f"gets the same share; Received: batch_size={batch_size}, {count} workers")
+    part = batch_size // count
+    ds = ds.take(n // batch_size * batch_size).enumerate()
+    return ds.filter(lambda k, _: k % batch_size // part == index).map(lambda _, element: element)
 
 
 def from_folder(root, *, image_size=None, batch_size=32, validation_split=0.1, test_split=0.1,
@@ -404,19 +429,26 @@ def from_folder(root, *, image_size=None, batch_size=32, validation_split=0.1, t
     index = _split_indices(kept, layout, validation_split, test_split, seed)
     used = _resolve_cache(cache, len(kept), size, channels)
 
-    def pipeline(name, pipeline_seed):
+    def pipeline(name, pipeline_seed, shard=None):
         idx = index[name]
         return _make_pipeline(
             paths[idx], labels[idx], ratios[idx], size=size, channels=channels, crop=crop,
             batch_size=batch_size, cache=used, shuffle=name == "train", seed=pipeline_seed,
-            name=name,
+            name=name, shard=shard,
         )
+
+    def make_train(train_seed):
+        # Several workers (`Cluster.shard_train`) each build their share from the paths, so
+        # that each decodes only its own images rather than all of them.
+        ds = pipeline("train", train_seed)
+        return ds if ds is None else with_train_shards(
+            ds, batch_size, lambda i, count: pipeline("train", train_seed, shard=(i, count)))
 
     return Data(
         train=pipeline("train", seed),
         validation=pipeline("validation", seed),
         test=pipeline("test", seed),
-        make_train=lambda train_seed: pipeline("train", train_seed),
+        make_train=make_train,
         class_names=list(class_names),
         input_shape=(int(size[0]), int(size[1]), channels),
         source=str(root),

@@ -16,9 +16,11 @@ import numpy as np
 
 from ..config import Recipe
 from ..distribute import connect, local_only
+from ..presets import AUTO
 from ..run import RunFolder, RunFolderMismatch
 from ..training import (
     Result,
+    adapt_recipe,
     build_from_recipe,
     merge_overrides,
     prepare_data,
@@ -125,22 +127,24 @@ def fine_tune(
         ...                            unfreeze="block6", layer_lr_decay=0.8, out="runs/flowers")
         >>> result.metrics["test_accuracy"], result.metrics["phase2_start_epoch"]
     """
-    recipe = _fine_tune_recipe(
-        model_or_backbone, recipe, fields,
-        dict(weights=weights, head_epochs=head_epochs, epochs=epochs, learning_rate=learning_rate,
-             fine_tune_learning_rate=fine_tune_learning_rate, unfreeze=unfreeze,
-             layer_lr_decay=layer_lr_decay, gradual=gradual),
-    )
+    named = dict(weights=weights, head_epochs=head_epochs, epochs=epochs,
+                 learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
+                 unfreeze=unfreeze, layer_lr_decay=layer_lr_decay, gradual=gradual)
+    base_recipe = recipe
+    recipe = _fine_tune_recipe(model_or_backbone, recipe, fields, named)
     # Several workers: joined before the model is built, so that its variables are replicated.
     cluster = connect(workers, worker_index)  # None on one machine
     distributed = dict(workers=workers, worker_index=worker_index) if cluster is not None else {}
     if cluster is not None and not cluster.is_chief:
         out = None  # worker 0 writes the run folder
     recipe, data = prepare_data(recipe, data, batch_size_given="batch_size" in fields)
+    explicit = set(fields) | {k for k, val in named.items() if val is not None}
+    recipe = adapt_recipe(recipe, data, explicit=explicit, verbose=verbose,
+                          built=isinstance(model_or_backbone, keras.Model), base=Recipe.preset("fine-tune") if base_recipe is None else None)
     recipe, model = _model(model_or_backbone, recipe, data)
     backbone = backbone_of(model)
     selected = select_layers(backbone, recipe.unfreeze)
-    _check_against_model(recipe, model, selected)
+    _check_against_model(recipe, model, selected, cluster)
     run = RunFolder(out) if out is not None else None
     with run.lock() if run is not None else contextlib.nullcontext():
         return _fine_tune_locked(model, data, recipe, run, cluster, distributed, backbone, selected,
@@ -159,6 +163,7 @@ def _fine_tune_locked(model, data, recipe, run, cluster, distributed, backbone, 
     # Phase 1: the new head on the frozen backbone (or the finished phase 1 of this run).
     set_trainable(model, backbone, set())
     head = Result(model, {}, {}, None, recipe)
+    probe = _linear_probe(model, data, recipe, verbose) if recipe.linear_probe else None
     if recipe.head_epochs > 0 and reuse_phase1:
         _reuse_phase1(model, phase1, cluster)
         if phase1 is not None:  # None on workers other than 0
@@ -176,7 +181,14 @@ def _fine_tune_locked(model, data, recipe, run, cluster, distributed, backbone, 
         out=phase2, strategy=strategy, verbose=verbose, **distributed,
     )
     with local_only() if run is not None and cluster is not None else contextlib.nullcontext():
-        return _finish(run, model, recipe, head, tuned, unfrozen=len(selected))
+        return _finish(run, model, recipe, head, tuned, unfrozen=len(selected), probe=probe)
+
+
+def _linear_probe(model, data, recipe, verbose):
+    """Phase 0: the head fitted by `linear_probe` on the frozen features. Returns its metrics."""
+    from .probe import linear_probe
+
+    return linear_probe(model, data, seed=recipe.seed, verbose=verbose != 0)
 
 
 def _reuse_phase1(model, phase1, cluster):
@@ -199,7 +211,9 @@ def _fine_tune_recipe(model_or_backbone, recipe, fields, named) -> Recipe:
             "weights only applies when fine-tuning from a backbone name; a built model keeps "
             f"its own weights; Received: weights={named['weights']!r}"
         )
-    merged = merge_overrides(model_or_backbone, recipe, named, fields, base=Recipe.preset("fine-tune"))
+    # Without a recipe: the fine-tune preset, its fields adapted to the data size (adapt_recipe).
+    base = Recipe.preset("fine-tune").replace(preset_name=AUTO)
+    merged = merge_overrides(model_or_backbone, recipe, named, fields, base=base)
     if built and recipe is None:
         # The model brings its own weights: record none, but keep the pretrained default rate
         # (`peak_learning_rate` of the preset, which has weights) rather than the from-scratch
@@ -220,7 +234,7 @@ def _model(model_or_backbone, recipe, data):
     return recipe, build_from_recipe(recipe, data, trainable_backbone=False)
 
 
-def _finish(run, model, recipe, head: Result, tuned: Result, *, unfrozen: int) -> Result:
+def _finish(run, model, recipe, head: Result, tuned: Result, *, unfrozen: int, probe=None) -> Result:
     """One history and one set of metrics for both phases; the run folder written once."""
     n1 = _length(head.history)
     history = _merge_history(head.history, tuned.history)
@@ -234,6 +248,8 @@ def _finish(run, model, recipe, head: Result, tuned: Result, *, unfrozen: int) -
     )
     if "test_accuracy" in head.metrics:
         metrics["head_test_accuracy"] = head.metrics["test_accuracy"]
+    if probe is not None:
+        metrics["linear_probe"] = probe
     if run is not None:
         run.finish(model, recipe, metrics, history, marks={n1: "fine-tuning starts"} if n1 else None)
         for name in (PHASE1, PHASE2):
@@ -242,13 +258,19 @@ def _finish(run, model, recipe, head: Result, tuned: Result, *, unfrozen: int) -
                   run_dir=run.path if run is not None else None, recipe=recipe)
 
 
-def _check_against_model(recipe, model, selected):
+def _check_against_model(recipe, model, selected, cluster=None):
     """The checks that need the built model (the Recipe checked the rest at construction)."""
     if recipe.layer_lr_decay is not None and "float16" in str(getattr(model.dtype_policy, "name", "")):
         raise ValueError(
             "layer_lr_decay is not supported with float16 mixed precision (Keras wraps the "
             "optimizer in a LossScaleOptimizer, which MultiOptimizer cannot hold); use "
             f"bfloat16 or float32, or drop layer_lr_decay; Received: layer_lr_decay={recipe.layer_lr_decay}"
+        )
+    if recipe.linear_probe and cluster is not None:
+        raise ValueError(
+            "linear_probe runs on one machine (scikit-learn fits the head on worker 0's "
+            "features); with several workers pass linear_probe=False (CLI: --no-linear-probe); "
+            "Received: linear_probe=True with workers"
         )
     if recipe.gradual and not selected:
         raise ValueError(

@@ -50,15 +50,21 @@ def test_fine_tune_cli_end_to_end(tiny_folder, weights_file, tmp_path, capsys):
     ])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("fine-tuning mobilenet")
+    # 9 images per class: the small-data preset's fields not given as flags (no step budget:
+    # --epochs was given), with its linear probe
+    assert lines[0].startswith("recipes: 9 training images per class: preset small-data (")
+    assert "linear_probe=True" in lines[0] and "train_steps" not in lines[0]
+    assert lines[1].startswith("fine-tuning mobilenet")
+    assert any(line.startswith("linear probe: C=") for line in lines)
     line = lines[-1]
     assert line.startswith("test accuracy:") and "unfrozen layers: 2" in line and str(out) in line
     saved = recipes.Recipe.load(out / "recipe.json")
     assert saved.unfreeze == "re:_13$" and saved.layer_lr_decay == 0.8
+    assert saved.preset_name == "small-data" and saved.linear_probe and saved.head_epochs == 1
     # the fine-tune preset under the flags: Adam on a pretrained backbone, no warmup
     assert saved.peak_learning_rate == pytest.approx(1e-3)
     assert saved.phase2_learning_rate == pytest.approx(1e-4)
-    assert saved.warmup_epochs == 0
+    assert saved.warmup_epochs == 0 and saved.patience is None and saved.label_smoothing == 0.1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["phase2_start_epoch"] == 1 and metrics["epochs"] == 2
     assert (out / "model.keras").is_file()

@@ -1,5 +1,6 @@
 """`recipes` as installed (console script, `python -m`), `recipes list`, and a real `recipes train`."""
 
+import re
 import subprocess
 import sys
 
@@ -42,7 +43,9 @@ def test_train_command_trains_for_real_on_digits(tmp_path, capsys):
                  "--precise-bn", "--out", str(out)])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith(f"training {recipes.DEFAULT_BACKBONE} on digits")
+    # the data-size-aware choice, then what trains
+    assert re.fullmatch(r"recipes: \d+ training images per class: preset fast", lines[0]), lines[0]
+    assert lines[1].startswith(f"training {recipes.DEFAULT_BACKBONE} on digits")
     assert lines[-1].startswith("test accuracy: 0.") and str(out) in lines[-1]
     # 10 classes, chance 0.1; evaluate() runs BatchNorm in inference mode: after one warmup epoch
     # the moving statistics lag the weights, and --precise-bn closes that gap

@@ -39,6 +39,7 @@ def test_flags_and_the_preset_fix_fields_for_every_trial(calls, tmp_path, capsys
     assert _fixed(call) == {
         "optimizer": "sgd", "flip": False, "augmentation": None, "validation_split": 0.25,
         "head_epochs": Recipe.preset("fine-tune").head_epochs, "warmup_epochs": 0,
+        "preset_name": "fine-tune",
     }  # not epochs (the search sets them), nor dataset, backbone, seed, weights (arguments)
     assert call["data"].sizes["validation"] == round(1797 * 0.25)
 

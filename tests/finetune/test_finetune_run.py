@@ -96,8 +96,8 @@ def run(tmp_path_factory, data, weights_file):
     with mock.patch.object(plotting, "plot_curves", wraps=plotting.plot_curves) as plot:
         result = ft.fine_tune(
             "mobilenet", data, weights=str(weights_file), head_epochs=1, epochs=1, unfreeze="12",
-            layer_lr_decay=0.5, callbacks=[snaps], out=out, **TINY,
-        )
+            layer_lr_decay=0.5, callbacks=[snaps], out=out, preset_name="fine-tune", **TINY,
+        )  # the preset named: 57 training images would choose small-data's fields
     return result, snaps, out, plot.call_args_list
 
 
@@ -148,7 +148,7 @@ def test_layerwise_lr_gives_deeper_layers_smaller_updates(run, data):
     # An Adam step moves each weight by at most ~its learning rate (1.0013x at step 2), and by
     # about that much wherever the gradient keeps its sign: the largest move of a layer shows
     # the rate it was trained at.
-    steps = data.steps_per_epoch
+    steps = data.sizes["train"] // data.batch_size  # whole batches only
     biggest = {n: np.max(np.abs(end[n][0] - begin[n][0])) for n in BLOCK_12_13}
     lr = {"12": 2.5e-5, "13": 5e-5}
     for name, move in biggest.items():
@@ -220,7 +220,7 @@ def test_a_recipe_and_the_preset_train_the_head_at_the_same_rate(data, weights_f
     """`fine_tune(recipe=Recipe(...))` and `fine_tune(...)` decide the rate in one place, and an
     explicit None keyword (`patience=None`, `augmentation=None`) is honoured, not dropped."""
     fields = dict(backbone="mobilenet", weights=str(weights_file), head_epochs=1, epochs=1,
-                  unfreeze="12", alpha=0.25, image_size=32)
+                  unfreeze="12", alpha=0.25, image_size=32, preset_name="fine-tune")
     preset = _phase1_recipe(data=data, verbose=0, **fields)
     recipe = recipes.Recipe(**fields, augmentation="light")
     given = _phase1_recipe(data=data, recipe=recipe, patience=None, augmentation=None, verbose=0)
