@@ -16,11 +16,12 @@ from callbacks import SCHEDULE_NAMES
 from . import validation as v
 from .config import BUILD_FIELDS, CUSTOM_PREFIX, DEFAULT_LEARNING_RATES, Recipe
 from .data import Data, describe_source, load_data
+from .presets import adapt_recipe
 from .run import RunFolder
 
 __all__ = [
     "Result", "train", "make_optimizer", "compile_classifier", "merge_overrides", "prepare_data",
-    "build_from_recipe", "OPTIMIZERS", "SCHEDULES", "NO_DECAY_NAMES",
+    "build_from_recipe", "adapt_recipe", "OPTIMIZERS", "SCHEDULES", "NO_DECAY_NAMES",
 ]
 
 #: LR schedule names `train(schedule=...)` accepts (built by `callbacks.make_schedule`).
@@ -180,11 +181,9 @@ def prepare_data(recipe: Recipe, data, *, batch_size_given=False, data_dir=None)
     """Loads `data` (a `Data`, a source, or None: the recipe's dataset) with the recipe's splits.
 
     Returns:
-        `(recipe, data)`: the recipe now records the data's source and batch size, so
-        `recipe.json` redoes this run.
-
-    Raises:
-        ValueError: An explicit `batch_size` that differs from a given Data's.
+        `(recipe, data)`: the recipe now records the data's source, and its batch size unless
+        the call (`batch_size_given`) or the recipe (a value other than the default) chose
+        one, so `recipe.json` redoes this run.
     """
     if data is None:
         data = recipe.dataset
@@ -200,36 +199,14 @@ def prepare_data(recipe: Recipe, data, *, batch_size_given=False, data_dir=None)
             **(dict(image_size=recipe.image_size, crop=recipe.crop, cache=recipe.cache)
                if decoded else {}),
         )
-    if data.batch_size != recipe.batch_size and batch_size_given:
-        raise ValueError(
-            f"batch_size={recipe.batch_size} differs from the batch size the Data was loaded "
-            f"with ({data.batch_size}); pass a source instead of a Data, or reload it"
-        )
-    recipe = recipe.replace(dataset=data.source or describe_source(data), batch_size=data.batch_size)
+    # The recipe's batch size is the training batch (training re-batches the pipeline). A Data
+    # loaded with another one sets it, unless the call or the recipe chose one: a preset's
+    # batch size must survive the nested `train` calls of `fine_tune`.
+    batch_size = recipe.batch_size
+    if not batch_size_given and recipe.batch_size == Recipe().batch_size:
+        batch_size = data.batch_size
+    recipe = recipe.replace(dataset=data.source or describe_source(data), batch_size=batch_size)
     return recipe, data
-
-
-def adapt_recipe(recipe: Recipe, data: Data, *, base=None, explicit=(), built=False,
-                 verbose="auto") -> Recipe:
-    """`recipes.presets.adapt_to_data`, printing what it chose when that changed the recipe.
-
-    Args:
-        recipe: The call's recipe (`preset_name="auto"`: the preset is chosen for `data`).
-        data: The loaded `Data`.
-        base: The recipe the call started from (default `Recipe()`).
-        explicit: Fields passed on purpose (kept even at their default values).
-        built: Training a built model (the preset's build options are left out).
-        verbose: Keras verbosity; 0 prints nothing.
-
-    Returns:
-        The resolved recipe (what `recipe.json` records).
-    """
-    from .presets import adapt_to_data
-
-    resolved, note = adapt_to_data(recipe, data, base=base, explicit=explicit, built=built)
-    if note and resolved != recipe and verbose != 0:
-        print(f"recipes: {note}", flush=True)
-    return resolved
 
 
 def record_skipped(run: RunFolder | None, data: Data) -> None:
@@ -327,6 +304,10 @@ def train(
                  label_smoothing=label_smoothing, seed=seed)
     recipe = merge_overrides(model_or_backbone, recipe, named, kwargs)
     explicit = set(kwargs) | {k for k, val in named.items() if val is not None}
+    if not isinstance(model_or_backbone, keras.Model):  # a built model brings its own weights
+        from .presets import check_preset_needs
+
+        check_preset_needs(recipe.preset_name, recipe)
     from .speed import graph_optimizer
     from .speed import resolve as resolve_speed
 
@@ -362,6 +343,7 @@ def train(
                           callbacks=callbacks)
     if model is not None:
         _check_built_precision(model, recipe.precision)
+    _warn_long_ema(recipe, steps_per_epoch * recipe.epochs)
     keras.utils.set_random_seed(recipe.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         if model is None:
@@ -445,6 +427,24 @@ def _fit_and_finish(model, data, recipe, cbs, run, cluster, class_weight, verbos
                   recipe=recipe)
 
 
+def _warn_long_ema(recipe, total_steps):
+    """Warns when the weight average spans more than a fifth of the run: Keras' EMA starts from
+    the first step's weights, with no warmup, so they would still weigh in at the end."""
+    if recipe.ema is None or 1 / (1 - recipe.ema) <= total_steps / 5:
+        return
+    import warnings
+
+    from callbacks import RunWarning
+
+    smaller = 1 - 5 / max(total_steps, 1)
+    advice = (f"use a smaller momentum such as {smaller:.3g}, or train longer"
+              if smaller >= 0.9 else "train longer, or without ema")
+    warnings.warn(RunWarning(
+        f"ema={recipe.ema:g} averages over about {1 / (1 - recipe.ema):.0f} steps, more than a "
+        f"fifth of this run's {total_steps}: the average still holds the first, barely "
+        f"trained weights (Keras' EMA has no warmup); {advice}"), stacklevel=3)
+
+
 def _check_built_precision(model, precision):
     """A built model keeps the dtype policy it was built with; a precision asked for must match."""
     if precision == "auto":
@@ -523,7 +523,12 @@ def _train_pipeline(data: Data, recipe: Recipe, cluster=None):
         # a batch of a few images moves BatchNorm's moving statistics toward a noisy estimate.
         # Measured: 450 images in batches of 32 (the last of 2) trained to 43 % test accuracy
         # from scratch, 94 % without that batch.
+        import tensorflow as tf
+
         ds = ds.rebatch(recipe.batch_size, drop_remainder=size >= recipe.batch_size)
+        if size:  # rebatch forgets the length; Keras then would not know an epoch's steps
+            ds = ds.apply(tf.data.experimental.assert_cardinality(
+                whole_batches(size, recipe.batch_size)))
     if recipe.augmentation and recipe.augment_placement == "data":
         from .augment import apply_augmentation
 

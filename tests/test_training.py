@@ -125,7 +125,7 @@ def test_a_model_not_built_here_is_recorded_as_custom(small_data):
         recipes.build_classifier(result.recipe.backbone, 10)
 
 
-def test_explicit_none_overrides_the_recipe_and_batch_size_must_match(small_data, monkeypatch):
+def test_explicit_none_overrides_the_recipe(small_data, monkeypatch):
     seen = {}
 
     def fake_build(backbone, num_classes, **kwargs):
@@ -137,8 +137,6 @@ def test_explicit_none_overrides_the_recipe_and_batch_size_must_match(small_data
     with pytest.raises(RuntimeError, match="stop before training"):
         recipes.train("mobilenet", small_data, recipe=base, augmentation=None, alpha=0.25, image_size=32)
     assert seen["augmentation"] is None and seen["dropout"] == 0.4
-    with pytest.raises(ValueError, match="differs from the batch size the Data was loaded with"):
-        recipes.train("mobilenet", small_data, batch_size=64)
 
 
 @pytest.mark.parametrize(

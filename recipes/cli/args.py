@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..config import Recipe
-from ..presets import AUTO, PRESET_DOCS, PRESETS, SMALL_DATA_PER_CLASS
+from ..presets import AUTO, PRESET_DOCS, PRESETS, SMALL_DATA_PER_CLASS, check_preset_needs
 
 __all__ = [
     "EXPLICIT_NONE",
@@ -259,7 +259,9 @@ def recipe_from_args(args, *, preset=AUTO, changes=None) -> Recipe:
         base = Recipe.preset(getattr(args, "preset", None) or preset)
     given = explicit_fields(args)
     try:
-        return base.replace(**{**(changes or {}), **given})
+        recipe = base.replace(**{**(changes or {}), **given})
+        check_preset_needs(recipe.preset_name, recipe)  # before the data is read
+        return recipe
     except ValueError as exc:
         raise ValueError(_with_flag(str(exc), given)) from None
 

@@ -26,7 +26,7 @@ CASES = [
     ("alpha", ["--backbone", "mobilenet", "--alpha", "0.25"], 0.25),
     ("alpha", ["--alpha", "NONE"], None),
     ("weights", ["--weights", "imagenet"], "imagenet"),
-    ("weights", ["--preset", "fine-tune", "--weights", "none"], None),
+    ("weights", ["--weights", "imagenet", "--weights", "none"], None),
     ("pooling", ["--pooling", "max"], "max"),
     ("dropout", ["--dropout", "0.35"], 0.35),
     ("dense_units", ["--dense-units", "256,128"], (256, 128)),

@@ -61,9 +61,10 @@ def test_fine_tune_cli_end_to_end(tiny_folder, weights_file, tmp_path, capsys):
     saved = recipes.Recipe.load(out / "recipe.json")
     assert saved.unfreeze == "re:_13$" and saved.layer_lr_decay == 0.8
     assert saved.preset_name == "small-data" and saved.linear_probe and saved.head_epochs == 1
-    # the fine-tune preset under the flags: Adam on a pretrained backbone, no warmup
+    # the fine-tune preset under the flags (Adam on a pretrained backbone, no warmup), and
+    # small-data's phase-2 rate (the flags named no rate)
     assert saved.peak_learning_rate == pytest.approx(1e-3)
-    assert saved.phase2_learning_rate == pytest.approx(1e-4)
+    assert saved.phase2_learning_rate == pytest.approx(1e-3)
     assert saved.warmup_epochs == 0 and saved.patience is None and saved.label_smoothing == 0.1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["phase2_start_epoch"] == 1 and metrics["epochs"] == 2
