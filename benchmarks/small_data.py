@@ -204,7 +204,8 @@ def report():
     for r in rows:
         groups.setdefault((r["table"], r["n"], r["row"]), []).append(r)
     for table in ("scratch", "transfer", "digits", "mnist"):
-        keys = [k for k in groups if k[0] == table]
+        order = {row: i for i, row in enumerate(dict.fromkeys(r["row"] for r in rows))}
+        keys = sorted((k for k in groups if k[0] == table), key=lambda k: (k[1], order[k[2]]))
         if not keys:
             continue
         print(f"\n### {table}\n\n| labels/class | row | test accuracy (mean ± std) | seeds | "

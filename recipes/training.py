@@ -251,7 +251,12 @@ def train(
 
     Any `Recipe` field can be passed as a keyword (`schedule="cosine"`, `warmup_epochs=1`,
     `augmentation="light"`, `mixup=0.2`, `dropout=0.3`, `image_size=64`, `batch_size=64`, ...);
-    unspecified ones come from `recipe` (default `Recipe()`, the tested defaults).
+    unspecified ones come from `recipe` (default `Recipe()`, the tested defaults). With
+    `preset_name="auto"` (the default) the preset is chosen for the loaded training split
+    (`recipes.presets.adapt_to_data`: small-data for at most 100 images per class, else fast);
+    fields passed here are kept, the choice is printed and `Result.recipe` records it. A
+    `train_steps` budget becomes epochs; `batch_size` is the training batch (the Data's
+    pipeline is re-batched to it; the last, partial batch of each pass is dropped).
 
     Args:
         model_or_backbone: Registry name (default: the recipe's backbone) or a built `keras.Model`.
@@ -285,7 +290,8 @@ def train(
 
     Raises:
         ValueError: Any bad argument (checked before the model is built), including bad
-            `workers`/`worker_index` or `workers` under a backend other than JAX.
+            `workers`/`worker_index`, `workers` under a backend other than JAX, or the
+            fine-tune preset without weights.
         recipes.run.RunFolderMismatch: (a ValueError) `out` holds a run with another recipe
             and `overwrite` is False; the differing fields are listed.
         recipes.run.RunFolderInUse: Another live process is training into `out`.

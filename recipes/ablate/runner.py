@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import validation as v
 from ..config import Recipe
+from ..presets import adapt_recipe
 from ..run import RunFolder
 from .report import METRIC, markdown_table, summarize
 from .studies import get_study, recipe_changes
@@ -102,6 +103,9 @@ def ablate(study, data="digits", *, seeds=3, epochs=None, out="ablations", backb
     for row in spec.rows:  # every row's recipe is valid before anything trains
         base.replace(**recipe_changes(spec.changes(row)))
     base, loaded = prepare_data(base, data)
+    # The preset is chosen once, for the whole training split: every row then differs from the
+    # base only by its own change (a data_size row on 10 % of the data keeps the base's recipe).
+    base = adapt_recipe(base, loaded, explicit=set(fields), verbose=verbose)
     # Fix the size the non-pretrained baseline uses, so pretrained rows see the same pixels.
     base = base.replace(image_size=base.image_size_for(loaded.input_shape))
     root = RunFolder(Path(out) / spec.name)

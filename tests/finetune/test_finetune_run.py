@@ -246,7 +246,7 @@ def test_gradual_unfreezes_one_block_per_epoch_on_a_built_model(data, weights_fi
     # With layer-wise LR too: the optimizer then gets gradients for a subset of its variables.
     result = ft.fine_tune(
         model, data, head_epochs=0, epochs=2, unfreeze="12", gradual=True, layer_lr_decay=0.5,
-        schedule="constant", callbacks=[snaps], verbose=0,
+        schedule="constant", callbacks=[snaps], verbose=0, preset_name="fine-tune",
     )
     assert isinstance(result.model.optimizer, ft.LayerwiseOptimizer)
     assert result.metrics["phase2_start_epoch"] == 0 and "head_test_accuracy" not in result.metrics
