@@ -106,8 +106,6 @@ def pretrained_backbone(x, y, workdir):
 
 def probe_accuracy(data, weights):
     """Test accuracy of a linear probe (LogisticRegression) on the frozen pretrained features."""
-    import numpy as np
-
     import recipes
 
     model = recipes.build_classifier("mobilenet_v3_small", data.num_classes, image_size=32,
@@ -118,7 +116,6 @@ def probe_accuracy(data, weights):
     for xb, yb in data.test.as_numpy_iterator():
         hits += int((model.predict_on_batch(xb).argmax(-1) == yb).sum())
         total += len(yb)
-    del np
     return hits / total
 
 

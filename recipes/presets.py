@@ -78,7 +78,14 @@ PRESET_DOCS = {
 
 
 def check_preset_needs(name: str, recipe) -> None:
-    """Raises when a preset needs what the recipe lacks (fine-tune without weights)."""
+    """Raises when a preset needs what the recipe lacks (fine-tune without weights).
+
+    Raises:
+        ValueError: `name` is "fine-tune" and `recipe.weights` is None.
+
+    Example:
+        >>> check_preset_needs("fine-tune", Recipe(weights="imagenet"))  # passes
+    """
     if name == "fine-tune" and recipe.weights is None:
         raise ValueError(
             "The fine-tune preset needs pretrained weights: weights='imagenet' or a weights file "
@@ -97,7 +104,15 @@ def images_per_class(data) -> float:
 
 def choose_preset(recipe, data) -> str:
     """The preset `adapt_to_data` picks: small-data for at most `SMALL_DATA_PER_CLASS` training
-    images per class, else fine-tune for pretrained weights, else fast."""
+    images per class, else fine-tune for pretrained weights, else fast.
+
+    Returns:
+        The preset's name.
+
+    Example:
+        >>> choose_preset(Recipe(), recipes.load_data("digits"))
+        'fast'
+    """
     if images_per_class(data) <= SMALL_DATA_PER_CLASS:
         return "small-data"
     return "fine-tune" if recipe.pretrained else "fast"
@@ -120,6 +135,9 @@ def adapt_to_data(recipe, data, *, base=None, explicit=(), built=False):
     Returns:
         `(recipe, note)`: the resolved recipe and a line saying what was chosen ("" when
         nothing was: a named preset without a step budget).
+
+    Raises:
+        ValueError: A preset field that the recipe's other fields reject.
 
     Example:
         >>> recipe, note = adapt_to_data(Recipe(), recipes.load_data((x[:200], y[:200])))
@@ -156,6 +174,11 @@ def resolve_steps(recipe, data):
 
     Returns:
         `(recipe, note)`; the recipe unchanged (and note "") without a budget.
+
+    Example:
+        >>> resolve_steps(Recipe(train_steps=100, batch_size=32), data)[0].epochs  # 320 images
+        2
+        (10 batches, 5 passes make an epoch of 50 steps)
     """
     if recipe.train_steps is None:
         return recipe, ""
@@ -184,6 +207,12 @@ def adapt_recipe(recipe, data, *, base=None, explicit=(), built=False,
 
     Returns:
         The resolved recipe (what `recipe.json` records).
+
+    Raises:
+        ValueError: A preset field that the recipe's other fields reject.
+
+    Example:
+        >>> recipe = adapt_recipe(Recipe(), data)  # prints "recipes: 16 training images ..."
     """
     resolved, note = adapt_to_data(recipe, data, base=base, explicit=explicit, built=built)
     if note and resolved != recipe and verbose != 0:

@@ -16,7 +16,7 @@ from callbacks import SCHEDULE_NAMES
 from . import validation as v
 from .config import BUILD_FIELDS, CUSTOM_PREFIX, DEFAULT_LEARNING_RATES, Recipe
 from .data import Data, describe_source, load_data
-from .presets import adapt_recipe
+from .presets import adapt_recipe, check_preset_needs
 from .run import RunFolder
 
 __all__ = [
@@ -311,8 +311,6 @@ def train(
     recipe = merge_overrides(model_or_backbone, recipe, named, kwargs)
     explicit = set(kwargs) | {k for k, val in named.items() if val is not None}
     if not isinstance(model_or_backbone, keras.Model):  # a built model brings its own weights
-        from .presets import check_preset_needs
-
         check_preset_needs(recipe.preset_name, recipe)
     from .speed import graph_optimizer
     from .speed import resolve as resolve_speed
