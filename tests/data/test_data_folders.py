@@ -112,13 +112,64 @@ def test_verify_pass_is_remembered_in_a_manifest(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / folders.MANIFEST_NAME).read_text())
     assert len(manifest["files"]) == 7 and manifest["files"]["cat/broken.png"][4] == 0
     calls = []
-    real = folders._verify
-    monkeypatch.setattr(folders, "_verify", lambda root, rels: calls.append(rels) or real(root, rels))
+    real = folders._measure
+    monkeypatch.setattr(folders, "_measure",
+                        lambda root, rels, sizes: calls.append(rels) or real(root, rels, sizes))
     again = _load(tmp_path)
     assert calls == [[]] and again.skipped == first.skipped  # nothing decoded up front
     _solid((0, 0, 0), (5, 5)).save(tmp_path / "cat" / "1.png")  # changed file: checked again
     _load(tmp_path)
     assert calls[-1] == ["cat/1.png"]
+
+
+def _header_cases():
+    """(name, encoded bytes) of the JPEG and PNG kinds a photo folder holds."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (23, 31, 3), dtype=np.uint8))
+    cases = []
+
+    def add(name, image, fmt, **kw):
+        buf = io.BytesIO()
+        image.save(buf, fmt, **kw)
+        cases.append((name, buf.getvalue()))
+
+    add("rgb.jpg", rgb, "JPEG")
+    add("gray.jpg", rgb.convert("L"), "JPEG")
+    add("cmyk.jpg", rgb.convert("CMYK"), "JPEG")
+    add("progressive.jpg", rgb, "JPEG", progressive=True)
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 20_000  # a large APP1 block before the frame header
+    add("exif.jpg", rgb, "JPEG", exif=exif.tobytes())
+    for mode in ("L", "LA", "RGB", "RGBA", "P", "I;16"):
+        add(f"{mode.replace(';', '')}.png", rgb.convert(mode) if mode != "I;16" else
+            Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257), "PNG")
+    add("p_transparent.png", rgb.convert("P"), "PNG", transparency=0)
+    return cases
+
+
+def test_header_probe_agrees_with_decoding_and_leaves_damage_to_it(tmp_path):
+    from recipes.data.headers import read_header
+
+    cases = _header_cases()
+    for name, raw in cases:
+        (tmp_path / name).write_bytes(raw)
+    rels = [name for name, _ in cases]
+    decoded = folders._verify(tmp_path, rels)  # TensorFlow decodes every file: the reference
+    for name, raw in cases:
+        assert read_header(str(tmp_path / name), len(raw)) == decoded[name], name
+    jpeg, png = dict(cases)["rgb.jpg"], dict(cases)["RGB.png"]
+    damaged = {"truncated.jpg": jpeg[: len(jpeg) // 2], "appended.jpg": jpeg + b"trailer",
+               "truncated.png": png[:-20], "no_frame.jpg": jpeg[:2] + b"\xff\xda" + jpeg[4:],
+               "tiny.jpg": jpeg[:20]}
+    for name, raw in damaged.items():
+        (tmp_path / name).write_bytes(raw)
+        assert read_header(str(tmp_path / name), len(raw)) is None, name
+    # What the header cannot vouch for is decoded: the truncated files are skipped, the
+    # image with bytes appended after it is kept.
+    readable, skipped = folders._probe_all(tmp_path, [
+        folders._File(name, 0, None, len(raw), 0) for name, raw in damaged.items()])
+    assert set(readable) == {"appended.jpg"}
+    assert {rel for rel, _ in skipped} == set(damaged) - {"appended.jpg"}
 
 
 def test_manifest_goes_to_the_keras_home_when_the_folder_is_read_only(tmp_path, monkeypatch,
