@@ -69,11 +69,13 @@ def read_header(path, size):
 
 
 def _jpeg_frame(fd, head):
-    """Walks the JPEG markers from offset 2 to the frame header; None when they do not lead
-    there (a scan before the frame, a byte that is not a marker, past `_MAX_WALK`)."""
+    """Walks the JPEG markers from offset 2 to the start of the scan, checking the frame
+    header and the Huffman tables on the way (the header damage libjpeg refuses); None when
+    they do not lead there (no frame header, a byte that is not a marker, past `_MAX_WALK`)."""
     pos, buf, start = 2, head, 0  # buf holds the file's bytes from offset `start`
+    frame = None
     while pos < _MAX_WALK:
-        if pos + 10 > start + len(buf):
+        if pos + 4 > start + len(buf):
             buf, start = os.pread(fd, _HEAD, pos), pos
             if len(buf) < 4:
                 return None
@@ -87,16 +89,39 @@ def _jpeg_frame(fd, head):
         if marker in _JPEG_STANDALONE:
             pos += 2
             continue
-        if marker == 0xDA:  # start of scan before any frame header
-            return None
-        if marker in _JPEG_SOF:
-            if i + 10 > len(buf):
-                return None
-            height, width = struct.unpack(">HH", buf[i + 5:i + 9])
-            channels = buf[i + 9]
-            return [height, width, channels, 1] if height and width and channels else None
+        if marker == 0xDA:  # start of scan: the headers are complete
+            return frame
         (length,) = struct.unpack(">H", buf[i + 2:i + 4])
         if length < 2:
             return None
+        if marker in _JPEG_SOF or marker == 0xC4:
+            if i + 2 + length > len(buf):
+                buf, start = os.pread(fd, max(_HEAD, length + 2), pos), pos
+                i = 0
+            segment = buf[i + 4:i + 2 + length]
+            if len(segment) != length - 2:
+                return None
+            if marker == 0xC4:
+                if not _huffman_ok(segment):
+                    return None
+            else:
+                if frame is not None or len(segment) < 6:
+                    return None
+                height, width = struct.unpack(">HH", segment[1:5])
+                channels = segment[5]
+                if not (height and width and channels):
+                    return None
+                frame = [height, width, channels, 1]
         pos += 2 + length
     return None
+
+
+def _huffman_ok(segment):
+    """A DHT segment is whole tables: class/id byte, 16 code counts, at most 256 symbols."""
+    k = 0
+    while k < len(segment):
+        counts = segment[k + 1:k + 17]
+        if len(counts) < 16 or segment[k] >> 4 > 1 or sum(counts) > 256:
+            return False
+        k += 17 + sum(counts)
+    return k == len(segment)

@@ -116,7 +116,7 @@ def test_verify_pass_is_remembered_in_a_manifest(tmp_path, monkeypatch):
     monkeypatch.setattr(folders, "_measure",
                         lambda root, rels, sizes: calls.append(rels) or real(root, rels, sizes))
     again = _load(tmp_path)
-    assert calls == [[]] and again.skipped == first.skipped  # nothing decoded up front
+    assert calls == [] and again.skipped == first.skipped  # nothing read up front
     _solid((0, 0, 0), (5, 5)).save(tmp_path / "cat" / "1.png")  # changed file: checked again
     _load(tmp_path)
     assert calls[-1] == ["cat/1.png"]
@@ -147,6 +147,12 @@ def _header_cases():
     return cases
 
 
+def _bogus_huffman_table(jpeg):
+    """Code counts that add up to more than 256 symbols: libjpeg refuses the file."""
+    dht = jpeg.index(b"\xff\xc4")
+    return jpeg[:dht + 5] + b"\xff" * 16 + jpeg[dht + 21:]
+
+
 def test_header_probe_agrees_with_decoding_and_leaves_damage_to_it(tmp_path):
     from recipes.data.headers import read_header
 
@@ -160,7 +166,7 @@ def test_header_probe_agrees_with_decoding_and_leaves_damage_to_it(tmp_path):
     jpeg, png = dict(cases)["rgb.jpg"], dict(cases)["RGB.png"]
     damaged = {"truncated.jpg": jpeg[: len(jpeg) // 2], "appended.jpg": jpeg + b"trailer",
                "truncated.png": png[:-20], "no_frame.jpg": jpeg[:2] + b"\xff\xda" + jpeg[4:],
-               "tiny.jpg": jpeg[:20]}
+               "tiny.jpg": jpeg[:20], "bad_tables.jpg": _bogus_huffman_table(jpeg)}
     for name, raw in damaged.items():
         (tmp_path / name).write_bytes(raw)
         assert read_header(str(tmp_path / name), len(raw)) is None, name
