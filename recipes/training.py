@@ -527,12 +527,13 @@ def _train_pipeline(data: Data, recipe: Recipe, cluster=None):
         # a batch of a few images moves BatchNorm's moving statistics toward a noisy estimate.
         # Measured: 450 images in batches of 32 (the last of 2) trained to 43 % test accuracy
         # from scratch, 94 % without that batch.
-        import tensorflow as tf
 
         ds = ds.rebatch(recipe.batch_size, drop_remainder=size >= recipe.batch_size)
-        if size:  # rebatch forgets the length; Keras then would not know an epoch's steps
-            ds = ds.apply(tf.data.experimental.assert_cardinality(
-                whole_batches(size, recipe.batch_size)))
+        if size:
+            # rebatch forgets the length, which Keras needs for an epoch's steps. repeat + take
+            # rather than assert_cardinality: a file that fails to decode only now (the
+            # pipeline drops it) borrows a batch from the next shuffled pass, not a crash.
+            ds = ds.repeat().take(whole_batches(size, recipe.batch_size))
     if recipe.augmentation and recipe.augment_placement == "data":
         from .augment import apply_augmentation
 

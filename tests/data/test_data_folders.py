@@ -393,3 +393,24 @@ def test_bad_crop_or_cache(tmp_path, kwargs, message):
     _two_classes(tmp_path, n=2)
     with pytest.raises(ValueError, match=message):
         recipes.load_data(str(tmp_path), **kwargs)
+
+
+def test_a_file_that_fails_only_while_training_is_dropped_not_a_crash(tmp_path):
+    import keras
+
+    from recipes.config import Recipe
+
+    _two_classes(tmp_path, n=32, size=(8, 8))
+    png = (tmp_path / "cat" / "0.png").read_bytes()
+    idat = png.index(b"IDAT") + 4  # damaged pixel data; header and IEND whole
+    (tmp_path / "cat" / "0.png").write_bytes(
+        png[:idat] + bytes(b ^ 0xFF for b in png[idat:idat + 8]) + png[idat + 8:])
+    data = _load(tmp_path, image_size=8)
+    assert data.skipped == [] and data.sizes["train"] == 64  # the header check let it through
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 255)(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    # 63 decodable images make 1 whole batch of 32, not the 2 the listing promised
+    result = recipes.train(model, data, recipe=Recipe.preset("fast", epochs=2, batch_size=32),
+                           verbose=0)
+    assert len(result.history["loss"]) == 2
