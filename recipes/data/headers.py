@@ -18,6 +18,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk: zero length, type, CRC
 # Start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8, CC are not.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_HUFFMAN_8BIT = frozenset([0xC0, 0xC1, 0xC2])
 # Markers without a length field.
 _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])
 # PNG colour type -> channels TensorFlow decodes it to, without and with a tRNS chunk.
@@ -105,7 +106,10 @@ def _jpeg_frame(fd, head):
                 if not _huffman_ok(segment):
                     return None
             else:
-                if frame is not None or len(segment) < 6:
+                # Only 8-bit Huffman frames (baseline, extended, progressive) are vouched
+                # for; 12-bit, lossless and arithmetic-coded ones are left to the decoder.
+                if frame is not None or len(segment) < 6 or marker not in _JPEG_HUFFMAN_8BIT \
+                        or segment[0] != 8:
                     return None
                 height, width = struct.unpack(">HH", segment[1:5])
                 channels = segment[5]

@@ -153,6 +153,11 @@ def _bogus_huffman_table(jpeg):
     return jpeg[:dht + 5] + b"\xff" * 16 + jpeg[dht + 21:]
 
 
+def _frame_precision(jpeg, bits):
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[:sof + 4] + bytes([bits]) + jpeg[sof + 5:]
+
+
 def test_header_probe_agrees_with_decoding_and_leaves_damage_to_it(tmp_path):
     from recipes.data.headers import read_header
 
@@ -166,7 +171,8 @@ def test_header_probe_agrees_with_decoding_and_leaves_damage_to_it(tmp_path):
     jpeg, png = dict(cases)["rgb.jpg"], dict(cases)["RGB.png"]
     damaged = {"truncated.jpg": jpeg[: len(jpeg) // 2], "appended.jpg": jpeg + b"trailer",
                "truncated.png": png[:-20], "no_frame.jpg": jpeg[:2] + b"\xff\xda" + jpeg[4:],
-               "tiny.jpg": jpeg[:20], "bad_tables.jpg": _bogus_huffman_table(jpeg)}
+               "tiny.jpg": jpeg[:20], "bad_tables.jpg": _bogus_huffman_table(jpeg),
+               "12_bit.jpg": _frame_precision(jpeg, 12)}
     for name, raw in damaged.items():
         (tmp_path / name).write_bytes(raw)
         assert read_header(str(tmp_path / name), len(raw)) is None, name
