@@ -3,7 +3,9 @@
 import io
 import json
 import os
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -144,6 +146,13 @@ def _header_cases():
         add(f"{mode.replace(';', '')}.png", rgb.convert(mode) if mode != "I;16" else
             Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257), "PNG")
     add("p_transparent.png", rgb.convert("P"), "PNG", transparency=0)
+    add("L_transparent.png", rgb.convert("L"), "PNG", transparency=5)
+    add("RGB_transparent.png", rgb, "PNG", transparency=(1, 2, 3))
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "tRNS IDAT" * 1000)  # chunk names inside a text chunk
+    add("p_text.png", rgb.convert("P"), "PNG", pnginfo=text)
     return cases
 
 
@@ -151,6 +160,13 @@ def _bogus_huffman_table(jpeg):
     """Code counts that add up to more than 256 symbols: libjpeg refuses the file."""
     dht = jpeg.index(b"\xff\xc4")
     return jpeg[:dht + 5] + b"\xff" * 16 + jpeg[dht + 21:]
+
+
+def _without_dqt(jpeg):
+    """The quantization tables removed: libjpeg refuses the frame that uses them."""
+    while (k := jpeg.find(b"\xff\xdb")) != -1:
+        jpeg = jpeg[:k] + jpeg[k + 2 + struct.unpack(">H", jpeg[k + 2:k + 4])[0]:]
+    return jpeg
 
 
 def _frame_precision(jpeg, bits):
@@ -172,10 +188,15 @@ def test_header_probe_agrees_with_decoding_and_leaves_damage_to_it(tmp_path):
     damaged = {"truncated.jpg": jpeg[: len(jpeg) // 2], "appended.jpg": jpeg + b"trailer",
                "truncated.png": png[:-20], "no_frame.jpg": jpeg[:2] + b"\xff\xda" + jpeg[4:],
                "tiny.jpg": jpeg[:20], "bad_tables.jpg": _bogus_huffman_table(jpeg),
-               "12_bit.jpg": _frame_precision(jpeg, 12)}
+               "12_bit.jpg": _frame_precision(jpeg, 12),
+               "second_soi.jpg": jpeg[:2] + b"\xff\xd8" + jpeg[2:],
+               "flipped_byte.png": png[:60] + bytes([png[60] ^ 1]) + png[61:]}
     for name, raw in damaged.items():
         (tmp_path / name).write_bytes(raw)
         assert read_header(str(tmp_path / name), len(raw)) is None, name
+    no_tables = _without_dqt(jpeg)  # (TensorFlow's 1/8-scale probe decodes this one)
+    (tmp_path / "no_tables.jpg").write_bytes(no_tables)
+    assert read_header(str(tmp_path / "no_tables.jpg"), len(no_tables)) is None
     # What the header cannot vouch for is decoded: the truncated files are skipped, the
     # image with bytes appended after it is kept.
     readable, skipped = folders._probe_all(tmp_path, [
@@ -408,9 +429,12 @@ def test_a_file_that_fails_only_while_training_is_dropped_not_a_crash(tmp_path):
 
     _two_classes(tmp_path, n=32, size=(8, 8))
     png = (tmp_path / "cat" / "0.png").read_bytes()
-    idat = png.index(b"IDAT") + 4  # damaged pixel data; header and IEND whole
-    (tmp_path / "cat" / "0.png").write_bytes(
-        png[:idat] + bytes(b ^ 0xFF for b in png[idat:idat + 8]) + png[idat + 8:])
+    # damaged compressed pixels under a recomputed CRC: only decoding finds it
+    start = png.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", png[start:start + 4])
+    data = bytes(b ^ 0xFF for b in png[start + 8:start + 8 + length])
+    chunk = png[start:start + 8] + data + struct.pack(">I", zlib.crc32(b"IDAT" + data))
+    (tmp_path / "cat" / "0.png").write_bytes(png[:start] + chunk + png[start + 12 + length:])
     data = _load(tmp_path, image_size=8)
     assert data.skipped == [] and data.sizes["train"] == 64  # the header check let it through
     inputs = keras.Input((8, 8, 3))
