@@ -8,6 +8,7 @@ and only the other files are decoded by TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import zlib
@@ -25,6 +26,7 @@ _DQT, _DHT, _DRI, _SOS = 0xDB, 0xC4, 0xDD, 0xDA
 # What may come between SOI and the first scan; any other marker (a second SOI, EOI, RSTn,
 # reserved codes) sends the file to the decoder.
 _JPEG_HEADER_MARKERS = frozenset([*range(0xE0, 0xF0), 0xFE, _DQT, _DHT, _DRI, *_JPEG_FRAMES])
+_JPEG_CHECKED = frozenset([_DQT, _DHT, _SOS, *_JPEG_FRAMES])  # the segments parsed
 # PNG colour type -> (allowed bit depths, channels TensorFlow decodes it to).
 _PNG_TYPES = {0: ((1, 2, 4, 8, 16), 1), 2: ((8, 16), 3), 3: ((1, 2, 4, 8), 3),
               4: ((8, 16), 2), 6: ((8, 16), 4)}
@@ -66,7 +68,7 @@ def read_header(path, size):
         head = os.read(fd, _HEAD)
         tail = os.pread(fd, 12, size - 12)
         if head[:2] == _JPEG_SOI and tail[-2:] == _JPEG_EOI:
-            return _jpeg_frame(_Reader(fd, head))
+            return _jpeg_frame(fd, head)
         if head[:8] == _PNG_SIGNATURE and tail == _PNG_IEND and size <= _MAX_PNG:
             return _png_header(head if len(head) == size else head + _read_rest(fd, size))
         return None
@@ -80,50 +82,48 @@ def _read_rest(fd, size):
     return os.pread(fd, size - _HEAD, _HEAD)
 
 
-class _Reader:
-    """Reads a file's bytes at any offset, from one cached block when it holds them."""
-
-    def __init__(self, fd, head):
-        self.fd, self.buf, self.start = fd, head, 0
-
-    def read(self, pos, n):
-        if pos < self.start or pos + n > self.start + len(self.buf):
-            self.buf, self.start = os.pread(self.fd, max(_HEAD, n), pos), pos
-        i = pos - self.start
-        out = self.buf[i:i + n]
-        if len(out) != n:
-            raise _Bad("past the end of the file")
-        return out
-
-
-def _jpeg_frame(reader):
-    """Walks the markers from offset 2 to the first scan (see `read_header`)."""
+def _jpeg_frame(fd, head):
+    """Walks the markers from offset 2 to the first scan (see `read_header`); bytes past
+    `head` are read as needed."""
+    buf, start = head, 0  # buf holds the file's bytes from offset `start`
     pos, frame, frame_tables, defined = 2, None, set(), set()
     components, progressive = set(), False
     while pos < _MAX_WALK:
-        mark = reader.read(pos, 2)
-        if mark[0] != 0xFF:
+        i = pos - start
+        if i + 4 > len(buf):
+            buf, start, i = os.pread(fd, _HEAD, pos), pos, 0
+            if len(buf) < 4:
+                return None
+        if buf[i] != 0xFF:
             return None
-        marker = mark[1]
+        marker = buf[i + 1]
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
         if marker != _SOS and marker not in _JPEG_HEADER_MARKERS:
             return None
-        (length,) = struct.unpack(">H", reader.read(pos + 2, 2))
+        length = buf[i + 2] << 8 | buf[i + 3]
         if length < 2:
             return None
-        if marker == _SOS:
-            if frame is None or not frame_tables <= defined:
-                return None
-            _check_scan(reader.read(pos + 4, length - 2), components, progressive)
-            return frame
-        if marker in (_DQT, _DHT) or marker in _JPEG_FRAMES:
-            segment = reader.read(pos + 4, length - 2)
+        if marker in _JPEG_CHECKED:
+            if i + 2 + length > len(buf):
+                buf, start, i = os.pread(fd, max(_HEAD, length + 2), pos), pos, 0
+                if len(buf) < length + 2:
+                    return None
+            segment = buf[i + 4:i + 2 + length]
+            if marker == _SOS:
+                if frame is None or not frame_tables <= defined:
+                    return None
+                _check_scan(segment, components, progressive)
+                return frame
             if marker == _DQT:
-                defined |= _quantization_ids(segment)
+                ids = _quantization_ids(segment)
+                if ids is None:
+                    return None
+                defined |= ids
             elif marker == _DHT:
-                _check_huffman(segment)
+                if not _huffman_ok(segment):
+                    return None
             elif frame is not None:
                 return None  # a second frame header
             else:
@@ -165,41 +165,38 @@ def _check_scan(segment, components, progressive):
         raise _Bad("sequential scan parameters")
 
 
+@functools.lru_cache(maxsize=256)  # a folder's JPEGs mostly share their encoder's tables
 def _quantization_ids(segment):
     """The table ids a DQT segment defines: whole 8- or 16-bit tables, ids 0-3."""
     ids, k = set(), 0
     while k < len(segment):
         bits, table = segment[k] >> 4, segment[k] & 15
         if bits > 1 or table > 3:
-            raise _Bad("quantization table")
+            return None
         ids.add(table)
         k += 1 + 64 * (bits + 1)
-    if k != len(segment):
-        raise _Bad("quantization table length")
-    return ids
+    return frozenset(ids) if k == len(segment) else None
 
 
-def _check_huffman(segment):
+@functools.lru_cache(maxsize=256)
+def _huffman_ok(segment):
     """A DHT segment is whole tables: class 0-1, id 0-3, 16 code counts, at most 256 symbols,
-    code lengths that fit (libjpeg's "Bogus Huffman table definition")."""
+    code lengths that fit (libjpeg's "Bogus Huffman table definition"), DC symbols 0-15."""
     k = 0
     while k < len(segment):
         counts = segment[k + 1:k + 17]
         total = sum(counts)
         if len(counts) < 16 or segment[k] >> 4 > 1 or segment[k] & 15 > 3 or total > 256:
-            raise _Bad("Huffman table")
-        code = 0  # libjpeg's check: the codes of each length fit it, none all ones
-        for bits, n in enumerate(counts, 1):
-            code += n
-            if n and code >= 1 << bits:
-                raise _Bad("Huffman code lengths")
-            code <<= 1
+            return False
+        # libjpeg: after the codes of each length the next code must still fit that length
+        # (none all ones); the last length used is the binding one (Kraft's sum below 1).
+        if sum(n << (16 - bits) for bits, n in enumerate(counts, 1)) >= 1 << 16:
+            return False
         symbols = segment[k + 17:k + 17 + total]
-        if segment[k] >> 4 == 0 and symbols and max(symbols) > 15:  # DC: bit counts 0-15
-            raise _Bad("Huffman DC symbols")
+        if segment[k] >> 4 == 0 and symbols and max(symbols) > 15:
+            return False
         k += 17 + total
-    if k != len(segment):
-        raise _Bad("Huffman table length")
+    return k == len(segment)
 
 
 def _png_header(raw):
