@@ -87,7 +87,7 @@ class Data:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches in one pass of `train`, the last one possibly partial (`train` itself
+        """Batches in one pass of `train`, the last one possibly partial (`recipes.train`
         drops it and re-batches to the recipe's size: `recipes.training.whole_batches`)."""
         return max(1, -(-self.sizes.get("train", 0) // self.batch_size))
 
