@@ -4,8 +4,8 @@
 Files are listed once (`os.scandir`, no decoding); splits are stratified over the *paths*; images
 are read, decoded and resized inside a parallel tf.data `map`, batched and prefetched, so memory
 holds the path list and a few batches, not the folder. Unreadable files are found once by a
-verify pass (complete JPEGs and PNGs are measured from their headers and end markers, other
-files decoded in a parallel tf.data pass) whose results are kept in a small manifest (see
+verify pass (complete JPEGs and PNGs are checked and measured from their bytes, see
+`headers.read_header`; other files are decoded in a parallel tf.data pass) whose results are kept in a small manifest (see
 `manifest_path`) keyed by each file's size and modification time, so later loads decode
 nothing up front and only new or changed files are checked again. A file that passes the
 header check and still fails to decode is dropped by the pipeline (`ignore_errors`), not a
@@ -209,18 +209,19 @@ def _verify(root, rels):
     return {rels[row[0]]: row[1:] for row in rows}
 
 
-def _measure(root, rels, sizes):
-    """`{rel: [h, w, c, is_jpeg]}`: complete JPEGs and PNGs from their headers (~10 µs each),
-    the rest by TensorFlow's decode probe (`_verify`). A cold 40k-JPEG folder took 3-6 s to
-    verify by decoding every file at 1/8 scale, which made its first load slower than Keras'."""
+def _measure(root, files):
+    """`{rel: [h, w, c, is_jpeg]}` of the readable `files`: complete JPEGs and PNGs from their
+    headers (`headers.read_header`), the rest by TensorFlow's decode probe (`_verify`).
+    Decoding every file at 1/8 scale took 3-6 s for a cold 40k-JPEG folder, which made its
+    first load slower than Keras'."""
     prefix = os.path.join(str(root), "")
     found, rest = {}, []
-    for rel in rels:
-        header = read_header(prefix + rel, sizes[rel])
+    for f in files:
+        header = read_header(prefix + f.rel, f.size)
         if header is None:
-            rest.append(rel)
+            rest.append(f.rel)
         else:
-            found[rel] = header
+            found[f.rel] = header
     found.update(_verify(root, rest))
     return found
 
@@ -245,7 +246,7 @@ def _probe_all(root, files):
         else:
             todo.append(f)
     if todo:
-        fresh = _measure(root, [f.rel for f in todo], {f.rel: f.size for f in todo})
+        fresh = _measure(root, todo)
         for f in todo:
             entries[f.rel] = [f.size, f.mtime, *(fresh.get(f.rel) or [0, 0, 0, 0])]
     if todo or len(old) != len(entries):  # without todo, entries are a subset of old
@@ -401,7 +402,8 @@ def from_folder(root, *, image_size=None, batch_size=32, validation_split=0.1, t
     `images.ALPHA_BACKGROUND`) or 1 channel when every image is grayscale. Files that are
     not images, empty, corrupt or truncated are skipped, named in `Data.skipped` and in a
     warning; they are found once, by a verify pass remembered in the manifest (see
-    `manifest_path`): headers and end markers of JPEGs and PNGs, a decode of other files. JPEGs much larger than the pipeline size are decoded at 1/2, 1/4 or 1/8
+    `manifest_path`): the headers of JPEGs and the chunk CRCs of PNGs, a decode of other
+    files. JPEGs much larger than the pipeline size are decoded at 1/2, 1/4 or 1/8
     scale by libjpeg itself (never below the pipeline size), the cheapest way to shrink them.
 
     Args:

@@ -57,6 +57,10 @@ def read_header(path, size):
 
     Returns:
         A list of 4 ints, or None.
+
+    Example:
+        >>> read_header("photos/cat/1.jpg", os.path.getsize("photos/cat/1.jpg"))
+        [300, 400, 3, 1]
     """
     if size < 32:
         return None
@@ -70,16 +74,13 @@ def read_header(path, size):
         if head[:2] == _JPEG_SOI and tail[-2:] == _JPEG_EOI:
             return _jpeg_frame(fd, head)
         if head[:8] == _PNG_SIGNATURE and tail == _PNG_IEND and size <= _MAX_PNG:
-            return _png_header(head if len(head) == size else head + _read_rest(fd, size))
+            rest = os.pread(fd, size - len(head), len(head)) if len(head) < size else b""
+            return _png_header(head + rest)
         return None
     except (OSError, _Bad, struct.error, IndexError):
         return None
     finally:
         os.close(fd)
-
-
-def _read_rest(fd, size):
-    return os.pread(fd, size - _HEAD, _HEAD)
 
 
 def _jpeg_frame(fd, head):

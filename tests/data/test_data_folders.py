@@ -116,7 +116,7 @@ def test_verify_pass_is_remembered_in_a_manifest(tmp_path, monkeypatch):
     calls = []
     real = folders._measure
     monkeypatch.setattr(folders, "_measure",
-                        lambda root, rels, sizes: calls.append(rels) or real(root, rels, sizes))
+                        lambda root, files: calls.append([f.rel for f in files]) or real(root, files))
     again = _load(tmp_path)
     assert calls == [] and again.skipped == first.skipped  # nothing read up front
     _solid((0, 0, 0), (5, 5)).save(tmp_path / "cat" / "1.png")  # changed file: checked again
