@@ -7,6 +7,7 @@ it also times `recipes train --dataset idx:<folder>` on the real MNIST test set.
 
     python benchmarks/default_vs_plain.py --rounds 3
     python benchmarks/default_vs_plain.py --rounds 3 --mnist ../shared/data/mnist
+    python benchmarks/default_vs_plain.py --rounds 3 --seeds   # seeds 0, 1, 2 (both jobs)
 """
 
 import argparse
@@ -38,8 +39,9 @@ def timed(cmd, cwd=None):
     return wall, _cpu() - cpu, proc.stdout
 
 
-def recipes_train(out, extra=()):
-    wall, cpu, _ = timed([sys.executable, "-m", "recipes.cli", "train", "--out", str(out), *extra])
+def recipes_train(out, extra=(), seed=0):
+    wall, cpu, _ = timed([sys.executable, "-m", "recipes.cli", "train", "--out", str(out),
+                          "--seed", str(seed), *extra])
     metrics = json.loads((Path(out) / "metrics.json").read_text())
     return {"wall": wall, "cpu": cpu, "accuracy": metrics["test_accuracy"],
             "epochs": metrics["epochs"]}
@@ -59,18 +61,22 @@ def _summary(rows, key):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seeds", action="store_true",
+                        help="round i uses seed i (both jobs) instead of seed 0 every round")
     parser.add_argument("--mnist", help="folder of the MNIST IDX files: also time that job")
     parser.add_argument("--json", help="write the raw rows here")
     args = parser.parse_args()
     ours, theirs, mnist = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
-            ours.append(recipes_train(Path(tmp) / f"digits{i}"))
-            theirs.append(plain(0))
+            seed = i if args.seeds else 0
+            ours.append(recipes_train(Path(tmp) / f"digits{i}", seed=seed))
+            theirs.append(plain(seed))
             print(f"round {i + 1}: recipes {ours[-1]['wall']:.1f} s ({ours[-1]['accuracy']:.4f}), "
                   f"plain Keras {theirs[-1]['wall']:.1f} s ({theirs[-1]['accuracy']:.4f})", flush=True)
             if args.mnist:
-                mnist.append(recipes_train(Path(tmp) / f"mnist{i}", ["--dataset", f"idx:{args.mnist}"]))
+                mnist.append(recipes_train(Path(tmp) / f"mnist{i}", ["--dataset", f"idx:{args.mnist}"],
+                                           seed=seed))
                 print(f"  mnist: {mnist[-1]['wall']:.1f} s ({mnist[-1]['accuracy']:.4f})", flush=True)
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
     print("| job | wall s (mean ± sd) | CPU s | test accuracy (each round) |")

@@ -214,11 +214,24 @@ class ResilientBackup(keras.callbacks.BackupAndRestore):
         else:
             raise FileNotFoundError("no previous training metadata")
 
-    def _snapshot(self):
+    def _state(self):
+        """What a backup holds: the model's weights, then the optimizer's variables."""
         variables = list(self.model.weights)
         if self.model.optimizer is not None:
             variables += list(self.model.optimizer.variables)
-        return [(v, np.array(v.numpy())) for v in variables]
+        return variables
+
+    def _snapshot(self):
+        return [(v, np.array(v.numpy())) for v in self._state()]
+
+    def _load_model(self):
+        if os.path.exists(self._weights_file) and is_state_file(self._weights_file):
+            read_state(self._weights_file, self._state())
+            from recipes.compat import set_initial_epoch
+
+            set_initial_epoch(self.model, self._check_metadata())
+        else:  # a backup Keras wrote (an earlier version of this package)
+            super()._load_model()
 
     def _restore(self, saved):
         # A load that failed half-way may have set some variables: put every one back.
@@ -262,7 +275,9 @@ class ResilientBackup(keras.callbacks.BackupAndRestore):
             _atomic_copy(self._weights_file, self._prev_weights_file)
             _atomic_copy(self._metadata_file, self._prev_metadata_file)
         tmp_weights = os.path.join(self.backup_dir, ".latest.tmp.weights.h5")
-        self.model.save_weights(tmp_weights, overwrite=True)
+        # Not `save_weights`: Keras' object-graph walk took 0.2-0.7 s per epoch for a 1.5M
+        # parameter model (a quarter of a digits epoch); the same arrays in order take ~0.03 s.
+        write_state(tmp_weights, self._state())
         metadata = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
         tmp_meta = os.path.join(self.backup_dir, ".training_metadata.tmp.json")
         with open(tmp_meta, "w") as f:
@@ -314,6 +329,67 @@ def _keep_rows(path, epochs):
     with open(tmp, "w", newline="") as f:
         csv.writer(f).writerows([header, *kept])  # the excel dialect, as CSVLogger writes
     os.replace(tmp, path)
+
+
+_STATE_FORMAT = "keras-recipes-backup/1"
+
+
+def write_state(path, variables) -> None:
+    """Writes the variables' values, in order, to an HDF5 file (raw bytes plus their dtype, so
+    bfloat16 and other non-HDF5 types round-trip)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = _STATE_FORMAT
+        for i, variable in enumerate(variables):
+            value = np.array(variable.numpy(), order="C")  # not ascontiguousarray: it makes 0-d 1-d
+            data = f.create_dataset(f"{i:05d}", data=value.view(f"u{value.dtype.itemsize}"))
+            data.attrs["dtype"], data.attrs["path"] = value.dtype.name, str(variable.path)
+
+
+def is_state_file(path) -> bool:
+    """True when `path` is a file `write_state` wrote (False for Keras' `.weights.h5`)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == _STATE_FORMAT
+    except OSError:  # truncated or not HDF5: `read_state` names the problem
+        return True
+
+
+def _dtype(name) -> np.dtype:
+    import ml_dtypes  # bfloat16 and the float8 types (a Keras dependency)
+
+    name = str(name)
+    return np.dtype(getattr(ml_dtypes, name) if hasattr(ml_dtypes, name) else name)
+
+
+def read_state(path, variables) -> None:
+    """Assigns the values `write_state` wrote to `variables` (the same model and optimizer).
+
+    Raises:
+        ValueError: The file holds another number of values, or one of another shape or dtype
+            (a backup of another model); nothing is assigned then.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = sorted(k for k in f.keys())
+        if len(names) != len(variables):
+            raise ValueError(f"The backup {path} holds {len(names)} values; this model and its "
+                             f"optimizer have {len(variables)}")
+        values = []
+        for name, variable in zip(names, variables):
+            value = np.asarray(f[name]).view(_dtype(f[name].attrs["dtype"]))
+            if value.shape != tuple(variable.shape) or value.dtype != _dtype(variable.dtype):
+                raise ValueError(
+                    f"The backup {path} holds {f[name].attrs['path']} as {value.dtype}"
+                    f"{list(value.shape)}; this model's {variable.path} is "
+                    f"{variable.dtype}{list(variable.shape)}")
+            values.append(value)
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def _atomic_copy(src, dst):

@@ -28,6 +28,7 @@ __all__ = [
     "own_trainable_variables",
     "build_training_state",
     "backup_paths",
+    "set_initial_epoch",
 ]
 
 #: The Keras versions this package is tested on (also in setup.cfg's install_requires).
@@ -131,6 +132,14 @@ def set_iterations(optimizer, value):
     Touches: `Optimizer._iterations` (`iterations` is read-only).
     """
     optimizer._iterations.assign(value)
+
+
+def set_initial_epoch(model, epoch):
+    """Makes the running `fit` start at `epoch` (what `BackupAndRestore` does after restoring).
+
+    Touches: `Model._initial_epoch` (read by `fit` after the callbacks' `on_train_begin`).
+    """
+    model._initial_epoch = epoch
 
 
 def set_saved_optimizer(model, optimizer):

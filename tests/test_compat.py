@@ -178,10 +178,25 @@ def test_backup_paths_are_the_files_backup_and_restore_writes(tmp_path):
     assert prev_weights == weights + ".bkp" and prev_metadata == metadata + ".bkp"
 
 
+def test_set_initial_epoch_makes_the_running_fit_start_there():
+    class Start(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            compat.set_initial_epoch(self.model, 2)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    seen = []
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=4, verbose=0, callbacks=[Start()])
+    assert seen == [2, 3]
+
+
 def test_nothing_outside_compat_touches_keras_internals():
     pattern = re.compile(
         r"keras\.src|\._(flatten_layers|layers|learning_rate|inner_optimizers|var_to_optimizer_idx|"
-        r"var_key|iterations|compile_config|trainable_variables_indices|compiled_trainable_state|"
+        r"var_key|iterations|initial_epoch|compile_config|trainable_variables_indices|compiled_trainable_state|"
         r"direction|trainable_variables)\b"
     )
     offenders = []

@@ -172,6 +172,57 @@ def test_unreadable_or_foreign_backup_restarts_with_one_warning_naming_the_folde
         np.testing.assert_array_equal(before, after)
 
 
+def test_a_resumed_backup_holds_exactly_the_killed_runs_weights_and_optimizer_state(tmp_path):
+    from callbacks import ResilientBackup
+    from callbacks.resilience import is_state_file
+
+    class Keep(keras.callbacks.Callback):  # the state at the end of the last backed-up epoch
+        def on_epoch_end(self, epoch, logs=None):
+            self.state = [v.numpy().copy() for v in
+                          [*self.model.weights, *self.model.optimizer.variables]]
+
+    keep, model = Keep(), small_model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, [keep, ResilientBackup(tmp_path / "backup"), Kill(2)])
+    assert is_state_file(tmp_path / "backup" / "latest.weights.h5")
+
+    class Restored(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if not hasattr(self, "state"):
+                self.state = [v.numpy().copy() for v in
+                              [*self.model.weights, *self.model.optimizer.variables]]
+
+    restored, again, seen = Restored(), ResilientBackup(tmp_path / "backup"), Seen()
+    fit(small_model(), [again, restored, seen])
+    assert again.restored_epoch == 2 and seen.epochs == [2]
+    assert len(restored.state) == len(keep.state) > 4  # weights, iterations, Adam's moments
+    for before, after in zip(keep.state, restored.state):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_backup_state_round_trips_bfloat16_and_keras_written_backups_still_resume(tmp_path):
+    from callbacks import ResilientBackup
+    from callbacks.resilience import read_state, write_state
+
+    variables = [keras.Variable(np.arange(6, dtype="float32").reshape(2, 3), dtype="bfloat16"),
+                 keras.Variable(np.array(7, "int64"))]
+    write_state(tmp_path / "s.h5", variables)
+    copies = [keras.Variable(np.zeros((2, 3)), dtype="bfloat16"), keras.Variable(np.array(0, "int64"))]
+    read_state(tmp_path / "s.h5", copies)
+    assert copies[0].dtype == "bfloat16" and copies[0].numpy().astype("float32").tolist() == [
+        [0, 1, 2], [3, 4, 5]] and int(copies[1].numpy()) == 7
+    with pytest.raises(ValueError, match=r"holds .* as float32\[2, 3\]|holds 2 values"):
+        read_state(tmp_path / "s.h5", [keras.Variable(np.zeros(3))])
+
+    # A backup Keras' own BackupAndRestore wrote (this package before its own format).
+    model = small_model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, [keras.callbacks.BackupAndRestore(str(tmp_path / "old")), Kill(1)])
+    again, seen = ResilientBackup(tmp_path / "old"), Seen()
+    fit(small_model(), [again, seen])
+    assert again.restored_epoch == 1 and seen.epochs == [1, 2] and not again.restarted
+
+
 # ------------------------------------------------------------------ 2. divergence (callback level)
 
 
