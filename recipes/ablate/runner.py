@@ -210,7 +210,13 @@ class _Runner:
             return self._ensemble(changes["_members"], changes["_method"], recipe, folder, k)
         data = self._data_for(recipe)
         if "_fraction" in changes:
+            full = data.sizes.get("train", 0)
             data = self._subsample(changes["_fraction"])
+            if recipe.train_steps is None:  # the baseline's step budget, not its epoch count
+                from ..training import whole_batches
+
+                recipe = recipe.replace(train_steps=recipe.epochs * recipe.epoch_passes
+                                        * whole_batches(full, recipe.batch_size))
         if "_pretrain" in changes:
             recipe = recipe.replace(weights=str(self._pretrain(changes["_pretrain"])))
         if folder.finished:  # trained, but the cell record was lost: reuse the run

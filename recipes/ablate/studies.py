@@ -5,7 +5,10 @@ a dict of `Recipe` fields, except where a study needs what a Recipe does not hol
 carry one `_`-prefixed key the runner interprets:
 
 - `_fraction`: train on this fraction of the training split (a fixed stratified subsample, the
-  same for every seed), validation and test untouched (`data_size`).
+  same for every seed), validation and test untouched, for the same number of optimizer steps
+  as the full split gets (`data_size`): with a fixed epoch count instead, a 10 % subset gets a
+  tenth of the steps and measured at chance on digits (16 steps), a step-count effect, not a
+  data-size one. A recipe with its own `train_steps` keeps it.
 - `_activation`: the head's hidden Dense layer uses this activation (`activation`).
 - `_members`, `_method`: an ensemble of the first N members of a pool trained with distinct
   seeds (`ensemble_size`, `ensemble_method`); `_method="distilled"` trains a student on the
@@ -81,7 +84,7 @@ STUDIES = {s.name: s for s in (
        base={"optimizer": "adam"}),
     _s("batch_size", "batch size (train seconds in results.csv)",
        [(str(b), {"batch_size": b}) for b in (8, 32, 128, 512)], "32"),
-    _s("data_size", "fraction of the training split (a learning curve)",
+    _s("data_size", "fraction of the training split at the full split's step budget (a learning curve)",
        [(f"{f:g}", {"_fraction": f}) for f in (0.1, 0.25, 0.5, 1.0)], "1"),
     _s("activation", "activation of a 128-unit dense head layer",
        [(a, {"_activation": a}) for a in ("sigmoid", "relu", "tanh")], "relu",

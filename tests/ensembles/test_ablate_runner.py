@@ -74,6 +74,17 @@ def test_data_size_rows_are_fixed_subsamples_of_the_train_split(tmp_path, data, 
     for counts in sizes.values():  # both seeds of a row train on the same images
         assert counts[0] == counts[1]
     assert all(c["sizes"]["test"] == data.sizes["test"] for c in fake_train)
+    # every row gets the full split's optimizer steps, not its epoch count (a tenth of the data
+    # for the same epochs would be a tenth of the steps)
+    assert len({c["recipe"].train_steps for c in fake_train} - {None}) == 1  # the preset's budget
+    fake_train.clear()
+    ablate("data_size", data, seeds=1, epochs=3, out=tmp_path / "epochs", progress=None, **TINY)
+    batch = fake_train[-1]["recipe"].batch_size  # epochs=3: no budget, so 3 full-split epochs
+    assert {c["recipe"].train_steps for c in fake_train} == {3 * (data.sizes["train"] // batch)}
+    fake_train.clear()
+    ablate("data_size", data, seeds=1, out=tmp_path / "budget", progress=None, train_steps=40,
+           **TINY)
+    assert {c["recipe"].train_steps for c in fake_train} == {40}  # a budget given is kept
 
 
 def test_activation_row_replaces_the_dense_head_activation(data):
