@@ -16,7 +16,13 @@ import os as _os
 # TensorFlow's C++ start-up chatter drowns the CLI's output; users can still override it.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from . import startup as _startup  # noqa: E402  (pure Python: it runs before TensorFlow)
+
+_startup.choose_cpu_kernels()  # the `recipes` command only; see recipes/startup.py
+
 from callbacks import TrainingDiverged  # noqa: E402  (raised by train, fine_tune)
+
+_startup.onednn_enabled()  # TensorFlow is imported now: keep the flag it read (runs record it)
 
 # Imported for their registered Keras objects: a fresh process that imports recipes can then
 # load_model() any saved model (layers, smoothed loss, mixed metrics, layer-wise optimizer)

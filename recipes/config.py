@@ -46,6 +46,12 @@ POOLINGS = ("avg", "max", "flatten")
 #: `backbone` of a recipe that trained a model not built from the registry (`custom:<name>`).
 CUSTOM_PREFIX = "custom:"
 
+#: `Recipe.schedule` names. `callbacks.SCHEDULE_NAMES` maps the same names to schedules (a test
+#: keeps the two equal); the copy lets a Recipe validate without importing Keras, as
+#: `recipes.startup` does before TensorFlow is imported.
+SCHEDULE_NAMES = ("step", "exponential", "time", "power", "cosine", "cosine_restarts", "linear",
+                  "onecycle", "constant")
+
 _SMALL_IMAGE = 64  # images at most this size train from scratch at the backbone's minimum size
 
 
@@ -241,8 +247,6 @@ class Recipe:
         v.check_number("fine_tune_learning_rate", self.fine_tune_learning_rate, 0, low_open=True,
                        allow_none=True)
         v.check_number("momentum", self.momentum, 0, 1)
-        from callbacks import SCHEDULE_NAMES
-
         v.check_choice("schedule", self.schedule, SCHEDULE_NAMES, allow_none=True)
         v.check_int("warmup_epochs", self.warmup_epochs, 0)
         v.check_int("epochs", self.epochs, 1)
@@ -275,9 +279,7 @@ class Recipe:
                                  f"Received: steps_per_execution={self.steps_per_execution!r}")
             v.check_int("steps_per_execution", self.steps_per_execution, 1)
         v.check_choice("crop", self.crop, ("center", "pad"), allow_none=True)
-        from .data.images import check_cache
-
-        check_cache(self.cache)
+        v.check_cache(self.cache)
         v.check_int("head_epochs", self.head_epochs, 0)
         v.parse_unfreeze_policy(self.unfreeze)
         v.check_number("layer_lr_decay", self.layer_lr_decay, 0, 1, low_open=True, high_open=False,

@@ -64,12 +64,14 @@ class Accelerator:
 
 @dataclasses.dataclass(frozen=True)
 class Speed:
-    """What a run uses: the Keras dtype policy name, `jit_compile` and `steps_per_execution`."""
+    """What a run uses: the Keras dtype policy name, `jit_compile`, `steps_per_execution`,
+    Grappler, and whether TensorFlow runs oneDNN's CPU kernels (`recipes.startup`)."""
 
     precision: str
     jit_compile: bool
     steps_per_execution: int
     grappler: bool = False
+    onednn: bool | None = None  # TensorFlow's oneDNN CPU kernels (None on other backends)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -214,7 +216,7 @@ def resolve(precision="auto", jit_compile="auto", steps_per_execution="auto", gr
 
     Example:
         >>> recipes.speed.resolve()
-        Speed(precision='float32', jit_compile=False, steps_per_execution=1, grappler=True)
+        Speed(precision='float32', jit_compile=False, steps_per_execution=1, grappler=True, onednn=True)
     """
     device = device if device is not None else accelerator()
     return Speed(
@@ -223,7 +225,18 @@ def resolve(precision="auto", jit_compile="auto", steps_per_execution="auto", gr
         steps_per_execution=_resolve_steps(steps_per_execution, device, steps_per_epoch, callbacks),
         grappler=_resolve_grappler(
             grappler, device, steps_per_epoch * epochs if steps_per_epoch and epochs else None),
+        onednn=_onednn(),
     )
+
+
+def _onednn():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    from .startup import onednn_enabled
+
+    return onednn_enabled()
 
 
 @contextlib.contextmanager

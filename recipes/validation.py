@@ -311,3 +311,28 @@ def check_image_size(spec, image_size, *, name="image_size"):
                 f"out of memory); Received: {name}={image_size!r}"
             )
     return image_size
+
+
+def check_cache(cache):
+    """Checks a `cache` argument: "auto", "memory", None, or a file path prefix.
+
+    A path must name a folder (contain a path separator, e.g. `./cache/data`), so that a typo
+    such as "memroy" is an error rather than a cache file in the working directory.
+
+    Returns:
+        `cache` unchanged.
+
+    Raises:
+        ValueError: Anything else, with the closest matches.
+
+    Example:
+        >>> check_cache("./cache/flowers")
+        './cache/flowers'
+    """
+    if cache is None or cache in ("auto", "memory"):
+        return cache
+    if isinstance(cache, str) and cache.strip() and ("/" in cache or "\\" in cache):
+        return cache
+    raise unknown("cache", cache, ("auto", "memory"),
+                    allowed="'auto', 'memory', None, or a file path prefix such as "
+                            "'./cache/data' (tf.data writes its cache files there)")

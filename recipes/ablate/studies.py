@@ -14,7 +14,8 @@ carry one `_`-prefixed key the runner interprets:
   seeds (`ensemble_size`, `ensemble_method`); `_method="distilled"` trains a student on the
   5-member average.
 - `_pretrain`: the backbone first trains on a related source (`pretraining`): `"related"` on
-  the first half of its classes (a similar task), `"larger"` on all of it.
+  the first half of its classes (a similar task), `"larger"` on all of it; at least
+  `runner.PRETRAIN_STEPS` steps, BatchNorm statistics recomputed at the end.
 """
 
 from __future__ import annotations

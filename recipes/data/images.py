@@ -8,6 +8,7 @@ backend (multi-worker training): tf.data graphs need TensorFlow tensors.
 from __future__ import annotations
 
 from .. import validation as v
+from ..validation import check_cache  # noqa: F401  (re-exported: the loaders import it from here)
 
 __all__ = ["IMAGE_SUFFIXES", "CROPS", "JPEG_RATIOS", "check_crop", "check_cache", "resize_image",
            "decode_image", "flatten_alpha", "ALPHA_BACKGROUND", "probe_image", "jpeg_ratio",
@@ -34,31 +35,6 @@ def check_crop(crop):
 #: `cache="auto"` keeps a split's decoded images in memory below this size, else streams them:
 #: small folders then skip decoding after the first epoch, large ones never grow with the folder.
 AUTO_CACHE_BYTES = 256 << 20
-
-
-def check_cache(cache):
-    """Checks a `cache` argument: "auto", "memory", None, or a file path prefix.
-
-    A path must name a folder (contain a path separator, e.g. `./cache/data`), so that a typo
-    such as "memroy" is an error rather than a cache file in the working directory.
-
-    Returns:
-        `cache` unchanged.
-
-    Raises:
-        ValueError: Anything else, with the closest matches.
-
-    Example:
-        >>> check_cache("./cache/flowers")
-        './cache/flowers'
-    """
-    if cache is None or cache in ("auto", "memory"):
-        return cache
-    if isinstance(cache, str) and cache.strip() and ("/" in cache or "\\" in cache):
-        return cache
-    raise v.unknown("cache", cache, ("auto", "memory"),
-                    allowed="'auto', 'memory', None, or a file path prefix such as "
-                            "'./cache/data' (tf.data writes its cache files there)")
 
 
 def probe_image(raw):

@@ -147,3 +147,17 @@ def test_real_ensemble_method_study_runs_and_resumes(tmp_path, data):
     assert all(0 <= r["test_accuracy"] <= 1 for r in result.rows)
     assert ablate("ensemble_method", data, seeds=1, epochs=1, out=tmp_path, progress=None,
                   precise_bn=False, **TINY).ran == 0
+
+
+def test_pretraining_gets_a_real_budget_and_fresh_batchnorm_statistics(data):
+    """The study's `--epochs 2` on a small related source is a few dozen steps: a backbone
+    whose BatchNorm statistics are still the initial ones (the fine-tune then stays at chance)."""
+    from recipes.ablate.runner import PRETRAIN_STEPS, pretrain_recipe
+
+    base = recipes.Recipe(epochs=2, batch_size=32, **TINY)
+    recipe = pretrain_recipe(base, data, "digits")
+    assert recipe.precise_bn is True and recipe.dataset == "digits"
+    assert recipe.train_steps == PRETRAIN_STEPS > 2 * (data.sizes["train"] // 32)
+    long = pretrain_recipe(base.replace(epochs=400), data, "digits")
+    assert long.train_steps == 400 * (data.sizes["train"] // 32)  # a longer study keeps its own
+    assert pretrain_recipe(base.replace(train_steps=40), data, "digits").train_steps == 40
