@@ -22,7 +22,7 @@ _startup.choose_cpu_kernels()  # the `recipes` command only; see recipes/startup
 
 from callbacks import TrainingDiverged  # noqa: E402  (raised by train, fine_tune)
 
-_startup.onednn_enabled()  # TensorFlow is imported now: keep the flag it read (runs record it)
+_startup.remember_flag()  # TensorFlow is imported now: keep the flag it read (runs record it)
 
 # Imported for their registered Keras objects: a fresh process that imports recipes can then
 # load_model() any saved model (layers, smoothed loss, mixed metrics, layer-wise optimizer)

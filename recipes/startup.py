@@ -28,7 +28,7 @@ import struct
 import sys
 from pathlib import Path
 
-__all__ = ["EIGEN_FASTER", "ONEDNN_FLAG", "choose_cpu_kernels", "onednn_enabled"]
+__all__ = ["EIGEN_FASTER", "ONEDNN_FLAG", "choose_cpu_kernels", "onednn_enabled", "remember_flag"]
 
 #: TensorFlow's switch, read when TensorFlow is imported.
 ONEDNN_FLAG = "TF_ENABLE_ONEDNN_OPTS"
@@ -37,7 +37,7 @@ ONEDNN_FLAG = "TF_ENABLE_ONEDNN_OPTS"
 #: oneDNN's on both CPUs measured (`benchmarks/onednn_steps.py`, BENCHMARKS.md).
 EIGEN_FASTER = {"mobilenet_v3_small": 32}
 
-#: The flag's value when TensorFlow was imported (None: not read yet).
+#: `onednn_enabled()` when TensorFlow was imported (`remember_flag`; None: not yet).
 _at_import = None
 
 #: The commands that decide: they train one recipe's model in this process.
@@ -100,17 +100,27 @@ def onednn_enabled(environ=None) -> bool:
     """Whether TensorFlow runs oneDNN's CPU kernels (its default on x86).
 
     Args:
-        environ: Read this environment instead (default: the flag as it was when this process
-            imported TensorFlow, which is what TensorFlow uses; later changes do nothing).
+        environ: The environment to read (default: the flag as `recipes` saw it when TensorFlow
+            was imported, `remember_flag()`; else `os.environ`). TensorFlow reads the flag only
+            at import, so later changes do nothing.
+
+    Returns:
+        False when `TF_ENABLE_ONEDNN_OPTS` is "0" or "false" (any case), else True.
+
+    Example:
+        >>> onednn_enabled({"TF_ENABLE_ONEDNN_OPTS": "0"})
+        False
     """
-    global _at_import
     if environ is None and _at_import is not None:
         return _at_import
     value = (os.environ if environ is None else environ).get(ONEDNN_FLAG, "1")
-    enabled = value.strip().lower() not in ("0", "false")
-    if environ is None and "tensorflow" in sys.modules:
-        _at_import = enabled
-    return enabled
+    return value.strip().lower() not in ("0", "false")
+
+
+def remember_flag() -> None:
+    """Keeps the flag as it is now; `recipes/__init__` calls it right after importing TensorFlow."""
+    global _at_import
+    _at_import = onednn_enabled(os.environ)
 
 
 def _command_line():
