@@ -7,6 +7,7 @@ compare kernels (TensorFlow reads it when it is imported):
 
     python benchmarks/default_phases.py
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/default_phases.py
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/default_phases.py 0 augmentation=translation:0.1
 """
 
 import json
@@ -55,6 +56,10 @@ class Stamps(keras.callbacks.Callback):
 
 def main():
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    changes = {}  # FIELD=VALUE arguments after the seed: other Recipe fields
+    for arg in sys.argv[2:]:
+        field, value = arg.split("=", 1)
+        changes[field] = float(value) if field == "label_smoothing" else value
     stamps, finish = Stamps(), {}
     original = RunFolder.finish
 
@@ -68,7 +73,8 @@ def main():
     RunFolder.finish = timed_finish
     with tempfile.TemporaryDirectory() as out:
         called = time.time()
-        result = recipes.train(out=out, seed=seed, callbacks=[stamps], verbose=0)
+        result = recipes.train(out=out, seed=seed, callbacks=[stamps], verbose=0,
+                               **changes)
         done = time.time()
     epochs = [b - a for a, b in zip([stamps.first_batch] + stamps.epoch_ends, stamps.epoch_ends)]
     print(json.dumps({

@@ -163,6 +163,11 @@ def merge_overrides(model_or_backbone, recipe, named: dict, keywords: dict, *, b
                 f"Build options {built} only apply when training from a backbone name; "
                 f"Received: a built model {model_or_backbone.name!r}"
             )
+        if "augmentation" not in given and given.get(
+                "augment_placement", recipe.augment_placement) == "model":
+            # The default augmentation is built into the model: a built model has its own (or
+            # none), and its recipe.json must not claim the default's.
+            given["augmentation"] = None
         from .weights import find_backbone
 
         try:

@@ -6,7 +6,7 @@ from .args import add_recipe_arguments, data_from_args, explicit_fields, recipe_
 
 __all__ = ["add_parser", "run"]
 
-#: The augmentation previewed when neither the flags nor the recipe name one.
+#: The augmentation previewed when a recipe file sets none and the flags name none.
 DEFAULT_AUGMENTATION = "medium"
 
 _FIELDS = ("dataset", "augmentation", "flip", "seed", "validation_split", "test_split")
@@ -18,7 +18,8 @@ def add_parser(subparsers):
         "augment-preview",
         help="write a PNG grid of training images and augmented copies",
         description="Writes a PNG grid: each row an image from the training set, first the "
-        f"original, then augmented copies (default augmentation: {DEFAULT_AUGMENTATION}).",
+        "original, then augmented copies (default augmentation: the recipe's; "
+        f"{DEFAULT_AUGMENTATION} for a recipe file without one).",
     )
     add_recipe_arguments(p, only=_FIELDS)
     g = p.add_argument_group("grid")

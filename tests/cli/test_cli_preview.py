@@ -9,7 +9,7 @@ from recipes.cli import build_parser, main
 def test_augment_preview_defaults():
     args = build_parser().parse_args(["augment-preview"])
     assert (args.dataset, args.augmentation, args.out, args.n, args.repeats) == (
-        None, None, "augment_preview.png", 8, 4)  # None: the recipe's (digits; medium when unset)
+        None, None, "augment_preview.png", 8, 4)  # None: the recipe's (digits, translation:0.1)
 
 
 def test_augment_preview_writes_the_grid(tmp_path, capsys):
@@ -22,4 +22,8 @@ def test_augment_preview_writes_the_grid(tmp_path, capsys):
     assert line.startswith(f"Wrote {out}: 40 digits images x 2") and "flip off, seed 3" in line
     assert main(["augment-preview", "--out", str(out), "--n", "3"]) == 0
     assert np.asarray(Image.open(out)).shape == (3 * 66 + 2, 5 * 66 + 2)
-    assert "(medium," in capsys.readouterr().out
+    assert "(translation:0.1, flip on," in capsys.readouterr().out  # the default recipe's
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"augmentation": null}')
+    assert main(["augment-preview", "--recipe", str(recipe), "--out", str(out), "--n", "3"]) == 0
+    assert "(medium," in capsys.readouterr().out  # a recipe without augmentation previews medium
