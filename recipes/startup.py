@@ -75,7 +75,8 @@ def choose_cpu_kernels(argv=None, *, program=None, environ=None, modules=None) -
         program, line = _command_line()
         argv = line if argv is None else argv
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "tensorflow" in (sys.modules if modules is None else modules):
+    modules = sys.modules if modules is None else modules
+    if "tensorflow" in modules:
         return None
     if Path(program).stem != "recipes" or ONEDNN_FLAG in environ:
         return None
@@ -91,6 +92,10 @@ def choose_cpu_kernels(argv=None, *, program=None, environ=None, modules=None) -
             return None
         side = recipe.image_size_for((source_side, source_side, 1))
     if side > EIGEN_FASTER[recipe.backbone]:
+        return None
+    if "tensorflow" in modules:
+        # Parsing imported TensorFlow (a Recipe check that imports Keras): the flag would come
+        # too late and metrics.json would record kernels the run does not use.
         return None
     environ[ONEDNN_FLAG] = "0"
     return "eigen"

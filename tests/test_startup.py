@@ -69,6 +69,24 @@ def test_never_overrides_the_user_or_acts_too_late(program, environ, modules):
     assert environ == before
 
 
+def test_a_parse_that_imports_tensorflow_sets_no_flag(monkeypatch):
+    """The bug this guards: an augmentation check that imported Keras made TensorFlow start
+    with oneDNN while metrics.json recorded it off. Parsing must not import it; if it ever
+    does, no flag is set, so nothing records kernels the run does not use (the console test
+    below is what fails when parsing imports TensorFlow: it then logs oneDNN on)."""
+    modules, real = {}, startup._recipe_of
+
+    def importing(argv):
+        modules["tensorflow"] = object()
+        return real(argv)
+
+    monkeypatch.setattr(startup, "_recipe_of", importing)
+    environ = {}
+    assert choose_cpu_kernels(["train", "--augmentation", "light"], program="recipes",
+                              environ=environ, modules=modules) is None
+    assert environ == {}
+
+
 def test_a_bad_command_line_prints_nothing_here(capsys):
     assert choose(["train", "--lr", "-1"])[0] is None
     assert capsys.readouterr() == ("", "")

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from .. import validation as v
+from ..augment_spec import parse_augmentation
 from .common import class_names_for, collect, load_run_data, logits_model, open_model, split_of
 
 __all__ = [
@@ -148,6 +149,15 @@ class Report:
         return "\n".join(lines)
 
 
+def trained_with_flips(recipe) -> bool:
+    """Whether a run's augmentation flipped its images (its `flip` field alone does not say:
+    the default augmentation, translation, has none). False for no recipe."""
+    if recipe is None:
+        return False
+    return any(name == "flip" for name, _ in parse_augmentation(recipe.augmentation,
+                                                                 flip=recipe.flip))
+
+
 def tta_views(flip: bool = True, crop: float = 0.875) -> dict:
     """Test-time augmentation views as `{name: function(images) -> images}` (batched, NHWC).
 
@@ -269,7 +279,7 @@ def _tta(src, ds, labels, bins):
     recipe = src.recipe
     # Flipped views only for a model that saw flips in training (digits and text must not flip;
     # a model trained without flip augmentation has never seen a mirrored image).
-    flipped = recipe is not None and recipe.augmentation is not None and bool(recipe.flip)
+    flipped = trained_with_flips(recipe)
     views = tta_views(flip=flipped)
     total = None
     for view in views.values():

@@ -13,7 +13,8 @@ from recipes.after import (
     reliability_bins,
 )
 from recipes.after.common import list_images
-from recipes.after.evaluation import tta_views
+from recipes.after.evaluation import trained_with_flips, tta_views
+from recipes.config import Recipe
 
 
 def test_ece_on_a_hand_made_case():
@@ -95,3 +96,15 @@ def test_bad_models_and_paths_are_one_clear_error(tmp_path):
 def test_public_api_is_exported():
     for name in ("evaluate", "calibrate", "predict", "export", "grad_cam", "Report"):
         assert name in recipes.__all__ and callable(getattr(recipes, name))
+
+
+@pytest.mark.parametrize("changes, flipped", [
+    ({}, False),  # the default augmentation (translation) has no flip, though flip=True
+    ({"augmentation": None}, False),
+    ({"augmentation": "light"}, True),
+    ({"augmentation": "light", "flip": False}, False),
+    ({"augmentation": "rotation:0.1,flip:vertical"}, True),
+])
+def test_tta_flips_only_for_runs_that_trained_with_flips(changes, flipped):
+    assert trained_with_flips(Recipe().replace(**changes)) is flipped
+    assert trained_with_flips(None) is False
