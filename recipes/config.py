@@ -110,8 +110,9 @@ class Recipe:
     bn_momentum: float | None = _f(None, "BatchNorm momentum (default 0.9 from scratch, untouched "
                                    "for pretrained weights)", kind="float", group="model", nullable=True)
     # Translation and label smoothing by default: over seeds 0-9 on digits they took bare `recipes
-    # train` from 97.7 +- 1.2 % to 98.5 +- 0.6 % (paired +0.8 pt [-0.1, +1.8]) at no measured
-    # cost per step (BENCHMARKS.md, benchmarks/default_candidates.py). No flip: it changes digits.
+    # train` from 97.7 +- 1.2 % to 98.4 +- 1.1 % (paired +0.8 pt [-0.5, +2.0], within noise) at no
+    # measured cost per step; on MNIST -0.4 pt [-1.1, +0.3] (BENCHMARKS.md,
+    # benchmarks/default_candidates.py). No flip: it changes digits.
     augmentation: str | None = _f(DEFAULT_AUGMENTATION, "light | medium | heavy | randaugment | "
                                   "'rotation:0.1,zoom:0.2' | none",
                                   kind="str", group="augmentation", flag="--augmentation",
