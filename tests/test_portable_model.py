@@ -98,6 +98,22 @@ def test_the_real_classifier_converts_exactly_with_its_weights_in_order(classifi
     assert classifier.get_layer("logits").output is not None
 
 
+
+def test_the_rebuild_copies_weights_without_rebuilding_the_backbone_from_its_config(classifier,
+                                                                                    monkeypatch):
+    # `call` replaces the package's layers, so cloning them first (for `Backbone`: the whole
+    # application, from its config) was work thrown away at every save.
+    def refuse(cls, config):
+        raise AssertionError(f"{cls.__name__}.from_config called by portable_model")
+
+    for cls in (Backbone, ToRGB, Resize, BackbonePreprocessing):
+        monkeypatch.setattr(cls, "from_config", classmethod(refuse))
+    portable = portable_model(classifier)
+    ours = {id(v) for v in classifier.weights}
+    assert ours.isdisjoint(id(v) for v in portable.weights)  # copies: training one leaves the other
+    x = _images(3)
+    np.testing.assert_array_equal(portable(x), classifier(x))
+
 def _load_elsewhere(path, x, tmp_path, backend):
     """Predictions of `path` on `x` from a new Python that imports Keras only, and what of
     this project (or TensorFlow) it imported."""
