@@ -17,6 +17,9 @@ def add_parser(subparsers):
     p.add_argument("--batch-size", type=int, default=32, help="throughput batch (default 32)")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default 10)")
     p.add_argument("--train", action="store_true", help="also time training steps")
+    p.add_argument("--passes", type=int, default=1,
+                   help="with --train: times each side trains, taking turns going first; the best "
+                   "pass of each counts (default 1)")
     p.add_argument("--out", help="write the table as CSV")
     p.set_defaults(func=run)
     return p
@@ -31,7 +34,8 @@ def run(args) -> int:
     from ..run import atomic_write_text
 
     rows = benchmark(args.backbones, image_size=args.image_size, batch_size=args.batch_size,
-                     repeats=args.repeats, train=args.train, alpha=args.alpha)
+                     repeats=args.repeats, train=args.train, alpha=args.alpha,
+                     passes=args.passes)
     keys = list(rows[0])
     print(f"# {machine_description()}")
     print(" | ".join(keys))
