@@ -163,13 +163,10 @@ def _rebuild(model):
     # The layers `call` replaces are handed to it as they are: Keras' default clone would first
     # rebuild each from its config (for `Backbone`, the whole application: ~0.9 s of a run's end).
     def clone(layer):
-        if isinstance(layer, (ToRGB, Resize, BackbonePreprocessing, Backbone)):
-            return layer
-        if layer.name in augmentation:
-            return layer
-        if isinstance(layer, keras.Model) and custom_objects_in(layer, compiled=False):
-            return layer
-        return layer.__class__.from_config(layer.get_config())  # Keras' own default
+        replaced = (isinstance(layer, (ToRGB, Resize, BackbonePreprocessing, Backbone))
+                    or layer.name in augmentation
+                    or (isinstance(layer, keras.Model) and custom_objects_in(layer, compiled=False)))
+        return layer if replaced else layer.__class__.from_config(layer.get_config())  # Keras' default
 
     view = keras.Model(model.input, model.output, name=model.name)
     portable = keras.models.clone_model(view, clone_function=clone, call_function=call)
