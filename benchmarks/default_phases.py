@@ -10,6 +10,7 @@ compare kernels (TensorFlow reads it when it is imported):
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/default_phases.py 0 augmentation=translation:0.1
 """
 
+import ast
 import json
 import sys
 import tempfile
@@ -59,7 +60,10 @@ def main():
     changes = {}  # FIELD=VALUE arguments after the seed: other Recipe fields
     for arg in sys.argv[2:]:
         field, value = arg.split("=", 1)
-        changes[field] = float(value) if field == "label_smoothing" else value
+        try:
+            changes[field] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):  # a plain string such as idx:../shared/data/mnist
+            changes[field] = value
     stamps, finish = Stamps(), {}
     original = RunFolder.finish
 
