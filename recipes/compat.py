@@ -29,6 +29,7 @@ __all__ = [
     "build_training_state",
     "backup_paths",
     "set_initial_epoch",
+    "tensorflow_onednn",
 ]
 
 #: The Keras versions this package is tested on (also in setup.cfg's install_requires).
@@ -215,3 +216,21 @@ def backup_paths(callback) -> tuple:
     """
     return (callback._weights_path, callback._training_metadata_path, callback._prev_weights_path,
             callback._prev_training_metadata_path)
+
+
+def tensorflow_onednn():
+    """Whether the imported TensorFlow runs oneDNN's CPU kernels; None before it is imported.
+
+    TensorFlow turns them on by default only on some x86 CPUs (measured here: on an AVX2-only
+    AMD EPYC they stayed off with `TF_ENABLE_ONEDNN_OPTS` unset), so the flag alone does not
+    tell; TensorFlow's own answer does. TensorFlow's private API, kept here with Keras'.
+
+    Touches: `tensorflow.python.util._pywrap_util_port.IsMklEnabled`.
+    """
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return None
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())

@@ -3,13 +3,16 @@
 TensorFlow reads `TF_ENABLE_ONEDNN_OPTS` once, when it is imported; setting it later changes
 nothing (BENCHMARKS.md, issue 11). oneDNN's kernels are the faster ones for every model measured
 but the smallest: for `mobilenet_v3_small` at 32 px, TensorFlow's own (Eigen) kernels made the
-default job's training step 30-34 % cheaper on both CPUs measured (Intel Xeon, AMD EPYC), while
-mobilenet_v2, efficientnet_b0 and resnet50 got 1.2-3.4x slower. A Python user imports
+default job's training step 30-34 % cheaper on both CPUs measured (Intel Xeon, AMD EPYC), and
+at 40 px 20-34 % cheaper (the EPYC was faster with them at 48 and 64 px too, the Xeon was not
+measured there), while mobilenet_v2, efficientnet_b0 and resnet50 got 1.2-3.4x slower. A Python user imports
 TensorFlow before any recipe exists, so only the console program can choose: `recipes/__init__`
 calls `choose_cpu_kernels()` before it imports Keras. It acts only in the `recipes` program
 (or `python -m recipes.cli`), for `train` and `bag`, when the recipe's backbone and image side
 are in `EIGEN_FASTER`, and when the user has not set `TF_ENABLE_ONEDNN_OPTS` (theirs always
-wins). Runs record the kernels they used in `metrics.json` (`speed.onednn`).
+wins). Runs record the kernels they used in `metrics.json` (`speed.onednn`):
+TensorFlow's own answer, since its default depends on the CPU (an AVX2-only AMD EPYC started
+without oneDNN unless the flag said 1; there the command's choice changes nothing).
 
 This module imports nothing heavy: it runs before TensorFlow.
 
@@ -35,7 +38,7 @@ ONEDNN_FLAG = "TF_ENABLE_ONEDNN_OPTS"
 
 #: Backbone -> largest image side (px) at which TensorFlow's own CPU kernels trained faster than
 #: oneDNN's on both CPUs measured (`benchmarks/onednn_steps.py`, BENCHMARKS.md).
-EIGEN_FASTER = {"mobilenet_v3_small": 32}
+EIGEN_FASTER = {"mobilenet_v3_small": 40}
 
 #: `onednn_enabled()` when TensorFlow was imported (`remember_flag`; None: not yet).
 _at_import = None
@@ -101,16 +104,18 @@ def choose_cpu_kernels(argv=None, *, program=None, environ=None, modules=None) -
     return "eigen"
 
 
-def onednn_enabled(environ=None) -> bool:
-    """Whether TensorFlow runs oneDNN's CPU kernels (its default on x86).
+def onednn_enabled(environ=None) -> bool | None:
+    """Whether TensorFlow runs oneDNN's CPU kernels.
 
     Args:
-        environ: The environment to read (default: the flag as `recipes` saw it when TensorFlow
-            was imported, `remember_flag()`; else `os.environ`). TensorFlow reads the flag only
+        environ: The environment to read (default: what TensorFlow itself said when `recipes`
+            imported it, `remember_flag()`; else `os.environ`). TensorFlow reads the flag only
             at import, so later changes do nothing.
 
     Returns:
-        False when `TF_ENABLE_ONEDNN_OPTS` is "0" or "false" (any case), else True.
+        False when `TF_ENABLE_ONEDNN_OPTS` is "0" or "false" (any case), True for any other
+        value; unset, TensorFlow's own default, which depends on the CPU (None while
+        TensorFlow is not imported).
 
     Example:
         >>> onednn_enabled({"TF_ENABLE_ONEDNN_OPTS": "0"})
@@ -118,14 +123,21 @@ def onednn_enabled(environ=None) -> bool:
     """
     if environ is None and _at_import is not None:
         return _at_import
-    value = (os.environ if environ is None else environ).get(ONEDNN_FLAG, "1")
+    value = (os.environ if environ is None else environ).get(ONEDNN_FLAG)
+    if value is None:
+        from .compat import tensorflow_onednn
+
+        return tensorflow_onednn()
     return value.strip().lower() not in ("0", "false")
 
 
 def remember_flag() -> None:
-    """Keeps the flag as it is now; `recipes/__init__` calls it right after importing TensorFlow."""
+    """Keeps what TensorFlow runs now; `recipes/__init__` calls it right after importing it."""
     global _at_import
-    _at_import = onednn_enabled(os.environ)
+    from .compat import tensorflow_onednn
+
+    known = tensorflow_onednn()
+    _at_import = known if known is not None else onednn_enabled(os.environ)
 
 
 def _command_line():

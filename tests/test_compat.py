@@ -193,6 +193,18 @@ def test_set_initial_epoch_makes_the_running_fit_start_there():
     assert seen == [2, 3]
 
 
+def test_tensorflow_onednn_asks_the_imported_tensorflow(monkeypatch):
+    # Its value against TensorFlow's log, with the flag forced both ways, is checked in fresh
+    # processes by tests/test_startup.py::test_the_console_program_really_turns_onednn_off.
+    import sys
+
+    from tensorflow.python.util import _pywrap_util_port
+
+    assert compat.tensorflow_onednn() is bool(_pywrap_util_port.IsMklEnabled())
+    monkeypatch.delitem(sys.modules, "tensorflow")
+    assert compat.tensorflow_onednn() is None
+
+
 def test_nothing_outside_compat_touches_keras_internals():
     pattern = re.compile(
         r"keras\.src|\._(flatten_layers|layers|learning_rate|inner_optimizers|var_to_optimizer_idx|"
