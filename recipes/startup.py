@@ -5,12 +5,12 @@ nothing (BENCHMARKS.md, issue 11). oneDNN's kernels are the faster ones for ever
 but the smallest: for `mobilenet_v3_small` at 32 px, TensorFlow's own (Eigen) kernels made the
 default job's training step 30-34 % cheaper on both CPUs measured (Intel Xeon, AMD EPYC), and
 at 40 px 20-34 % cheaper (the EPYC was faster with them at 48 and 64 px too, the Xeon was not
-measured there), while mobilenet_v2, efficientnet_b0 and resnet50 got 1.2-3.4x slower. A
-Python user imports TensorFlow before any recipe exists, so only the console program can choose: `recipes/__init__`
-calls `choose_cpu_kernels()` before it imports Keras. It acts only in the `recipes` program
-(or `python -m recipes.cli`), for `train` and `bag`, when the recipe's backbone and image side
-are in `EIGEN_FASTER`, and when the user has not set `TF_ENABLE_ONEDNN_OPTS` (theirs always
-wins). Runs record the kernels they used in `metrics.json` (`speed.onednn`):
+measured there), while mobilenet_v2, efficientnet_b0 and resnet50 got 1.2-3.4x slower. A Python
+user imports TensorFlow before any recipe exists, so only the console program can choose:
+`recipes/__init__` calls `choose_cpu_kernels()` before it imports Keras. It acts only in the
+`recipes` program (or `python -m recipes.cli`), for `train` and `bag`, when the recipe's backbone
+and image side are in `EIGEN_FASTER`, and when the user has not set `TF_ENABLE_ONEDNN_OPTS` (theirs
+always wins). Runs record the kernels they used in `metrics.json` (`speed.onednn`):
 TensorFlow's own answer, since its default depends on the CPU (an AVX2-only AMD EPYC started
 without oneDNN unless the flag said 1; there the command's choice changes nothing).
 

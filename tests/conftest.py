@@ -8,23 +8,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: Modules whose module-scoped fixture trains for 5-45 s (the shared Hyperband search, the
-#: fine-tuned run, the finished run folder, ...). Their tests stay on one xdist worker
-#: (`--dist loadgroup`): spread over both, each worker would pay for the fixture again.
-SHARED_FIXTURE_MODULES = (
-    "tests/tuning/test_tuning_search.py", "tests/finetune/test_finetune_run.py",
-    "tests/test_training.py", "tests/finetune/test_finetune_policy.py",
-    "tests/after/test_after_gradcam.py",
-)
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        if module in SHARED_FIXTURE_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
-    # The groups first: one handed out last would keep its worker busy while the other idles.
+    # Modules with a costly module-scoped fixture mark themselves `xdist_group` (`--dist
+    # loadgroup` keeps each on one worker). Those groups first: one handed out last would keep its
+    # worker busy while the other idles.
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
 
 

@@ -11,6 +11,10 @@ import pytest
 
 import recipes
 
+# One xdist worker for this module (--dist loadgroup), so its module-scoped fixture
+# (the finished run folder) is made once.
+pytestmark = pytest.mark.xdist_group("test_training")
+
 TINY = dict(backbone="mobilenet", alpha=0.25, image_size=32, verbose=0)
 
 

@@ -7,6 +7,10 @@ import pytest
 import recipes
 from recipes.layers import Backbone, BackbonePreprocessing, ToRGB
 
+# One xdist worker for this module (--dist loadgroup), so its module-scoped fixture
+# (the trained classifier) is made once.
+pytestmark = pytest.mark.xdist_group("test_after_gradcam")
+
 SIDE, SQUARE = 32, 10
 
 

@@ -12,6 +12,10 @@ from recipes.finetune import two_phase
 from recipes.run import RunFolderMismatch
 from recipes.validation import parse_unfreeze_policy
 
+# One xdist worker for this module (--dist loadgroup), so its module-scoped fixture
+# (the built backbones) is made once.
+pytestmark = pytest.mark.xdist_group("test_finetune_policy")
+
 
 def _bn_layers(model):
     return [

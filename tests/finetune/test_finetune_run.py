@@ -18,6 +18,10 @@ from recipes import compat, plotting
 from recipes import finetune as ft
 from recipes.finetune import two_phase
 
+# One xdist worker for this module (--dist loadgroup), so its module-scoped fixture
+# (the fine-tuned run) is made once.
+pytestmark = pytest.mark.xdist_group("test_finetune_run")
+
 BLOCK_12_13 = {"conv_dw_12", "conv_pw_12", "conv_dw_13", "conv_pw_13"}
 TINY = dict(alpha=0.25, image_size=32, schedule="constant", verbose=0)
 

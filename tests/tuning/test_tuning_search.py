@@ -17,6 +17,10 @@ import pytest
 import recipes
 from recipes.tuning import SearchFailedError, search
 
+# One xdist worker for this module (--dist loadgroup), so its module-scoped fixture
+# (the shared Hyperband search) is made once.
+pytestmark = pytest.mark.xdist_group("test_tuning_search")
+
 # Everything but the learning rate fixed: trials stay cheap and differ in one known place.
 FIXED_SPACE = {
     "optimizer": "sgd", "image_size": 32, "batch_size": 32, "augmentation": None,
