@@ -337,6 +337,23 @@ def test_recompute_bn_statistics_gives_exact_population_stats_in_nested_models()
         callbacks.PreciseBN(None)
 
 
+def test_recompute_bn_statistics_traces_once_for_a_partial_last_batch(monkeypatch):
+    # Keras' predict_on_batch traces again for the smaller last batch, a second full trace of
+    # the model (4 of 8 s for the default model on 2 CPU cores).
+    from callbacks.precise_bn import _StatsModel
+
+    traces = []
+    original = _StatsModel.call
+    monkeypatch.setattr(_StatsModel, "call", lambda self, x: traces.append(x.shape) or original(self, x))
+    model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+    data = RNG.normal(loc=2.0, size=(40, 3)).astype("float32")
+    batches = [data[i : i + 16] for i in range(0, 40, 16)]  # 16, 16, 8 rows
+    callbacks.recompute_bn_statistics(model, batches, num_batches=3)
+    assert len(traces) == 1 and traces[0][0] is None, traces  # one trace, any batch size
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[0].moving_mean),
+                               data.mean(0), rtol=1e-5)  # the 8-row batch counted too
+
+
 def test_precise_bn_callback_runs_before_validation():
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
