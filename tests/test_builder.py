@@ -14,10 +14,13 @@ def _small(name):
     return max(recipes.backbone_info(name).min_size, 32)
 
 
-#: The deepest variants build the same code path as their family's smallest member and take
-#: 5-10 s each: they run with `-m slow`; every family keeps at least one member in the default suite.
-_DEEP = {"efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_m",
-         "efficientnet_v2_l", "resnet152", "resnet152_v2", "densenet169", "densenet201"}
+#: A family's deeper members build the same code path as its smallest one and take 3-10 s each at
+#: 32 px: they run with `-m slow`. Each family's smallest member builds in the default suite, and
+#: `test_registry.py` checks every member's spec against keras.applications there.
+_DEEP = {"efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5",
+         "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_b1", "efficientnet_v2_b2",
+         "efficientnet_v2_b3", "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+         "resnet101", "resnet101_v2", "resnet152", "resnet152_v2", "densenet169", "densenet201"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _DEEP else n for n in ALL])
