@@ -1,5 +1,6 @@
 """Shared fixtures: real data locations and small helpers."""
 
+import gc
 import os
 from pathlib import Path
 
@@ -14,6 +15,19 @@ def pytest_collection_modifyitems(config, items):
     # loadgroup` keeps each on one worker). Those groups first: one handed out last would keep its
     # worker busy while the other idles.
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    # TensorFlow never frees a trained model's traced graphs (~200k Python objects per `fit`,
+    # even after `del model` and `clear_session()`: tf-keras#286, tensorflow#61791), so a worker
+    # accumulates millions of live objects and every full collection walks all of them again:
+    # the collections grew to tens of seconds per worker. At each module's end, collect what is
+    # garbage and move the survivors to the permanent generation, out of later collections.
+    if nextitem is None or nextitem.module is not item.module:
+        gc.collect()
+        gc.freeze()
 
 
 #: The real MNIST test set shipped beside the project (skipped cleanly when absent).

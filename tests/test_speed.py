@@ -1,5 +1,8 @@
 """Speed toggles: what "auto" resolves to per device, the errors, and that they really apply."""
 
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -8,7 +11,14 @@ import callbacks as cb
 import recipes
 from recipes import Recipe
 from recipes.cli.args import auto_bool, auto_int
-from recipes.speed import Accelerator, dtype_policy, graph_optimizer, per_batch_callbacks, resolve
+from recipes.speed import (
+    Accelerator,
+    dtype_policy,
+    frozen_survivors,
+    graph_optimizer,
+    per_batch_callbacks,
+    resolve,
+)
 
 CPU = Accelerator("cpu")
 VOLTA = Accelerator("gpu", (7, 0), 1)
@@ -96,6 +106,43 @@ def test_graph_optimizer_is_scoped_and_restored():
             assert disabled() is False
         assert disabled() is True
     assert disabled() == before
+
+
+class _Node:
+    pass
+
+
+def _cycle():
+    node = _Node()
+    node.self = node  # only the cyclic collector frees it
+    return node
+
+
+def _tracked(obj):
+    return any(o is obj for o in gc.get_objects())  # frozen objects are not listed
+
+
+def test_frozen_survivors_collect_each_runs_garbage_and_freeze_the_rest():
+    gc.unfreeze()  # this test owns the freeze state (tests/conftest.py freezes at module ends)
+    with frozen_survivors() as scope:
+        keep, junk = _cycle(), _cycle()
+        dead = weakref.ref(junk)
+        del junk
+        scope.collected()
+        assert dead() is None  # the finished run's cyclic garbage was collected first
+        assert not _tracked(keep)  # the survivor is out of later collections
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0 and _tracked(keep)  # the scope unfroze what it froze
+
+
+def test_frozen_survivors_leave_a_freeze_they_did_not_start():
+    gc.unfreeze()
+    earlier = _cycle()
+    gc.freeze()
+    with frozen_survivors() as scope:
+        scope.collected()
+    assert not _tracked(earlier) and gc.get_freeze_count() > 0
+    gc.unfreeze()
 
 
 def test_dtype_policy_is_scoped():

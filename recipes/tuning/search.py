@@ -17,6 +17,7 @@ import keras_tuner
 
 from .. import validation as v
 from ..run import RunFolder
+from ..speed import frozen_survivors
 from .hypermodel import RecipeHyperModel, objective_direction
 from .result import RESULTS_FILE, TRIAL_INFO, SearchResult, better, fmt, last_line
 from .space import backbone_list, base_recipe, check_keys, jsonable, resolve, searched_values
@@ -49,6 +50,8 @@ class _TrialRecords:
     """Mixed into KerasTuner's tuner classes: per-trial timing/epochs file and a progress line."""
 
     progress = True
+    #: A `recipes.speed.frozen_survivors` scope while `search` runs (None: a plain collection).
+    survivors = None
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -82,8 +85,12 @@ class _TrialRecords:
         finally:
             # KerasTuner clears the session before the next build; clearing here as well frees
             # the finished trial's graphs and datasets before the oracle picks the next one.
+            # The graphs TensorFlow keeps anyway are frozen out of the later trials' collections.
             keras.backend.clear_session()
-            gc.collect()
+            if self.survivors is not None:
+                self.survivors.collected()
+            else:
+                gc.collect()
 
 
 def _progress_line(tuner, trial, info) -> str:
@@ -380,7 +387,7 @@ def search(
         tuner_obj.oracle.max_trials = max_trials
     result = SearchResult(project.path, tuner_obj, hypermodel, data, args, role=role)
     try:
-        with _liveness(role, tuner_obj, project):
+        with _liveness(role, tuner_obj, project), frozen_survivors() as tuner_obj.survivors:
             tuner_obj.search(callbacks=list(callbacks), verbose=0)
     except RuntimeError as exc:
         if not str(exc).startswith("Number of consecutive failures"):

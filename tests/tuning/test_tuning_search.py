@@ -9,6 +9,7 @@ test_tuning_space.py and its full search is `slow`.
 """
 
 import csv
+import gc
 import json
 
 import keras
@@ -219,6 +220,29 @@ def test_too_many_failures_in_a_row_stop_with_a_clear_message(data, tmp_path):
     assert "1 trial(s) in a row failed" in message and "boom: broken input pipeline" in message
     assert "results.csv" in message
     assert (tmp_path / "boom" / "results.csv").is_file()
+
+
+class _FreezeCount(_Boom):
+    """Records how many objects are frozen when each trial starts training, then fails it."""
+
+    counts = []
+
+    def on_train_begin(self, logs=None):
+        self.counts.append(gc.get_freeze_count())
+        super().on_train_begin(logs)
+
+
+def test_each_trials_survivors_are_frozen_out_of_the_next_trials_collections(data, tmp_path):
+    # A failed trial still ends with on_trial_end, so two cheap failures show the freeze.
+    _FreezeCount.counts = []
+    with pytest.raises(SearchFailedError):
+        search(
+            data, **TINY, tuner="random", max_trials=2, max_consecutive_failed_trials=2,
+            callbacks=[_FreezeCount()], search_space=space(learning_rate=(0.01, 0.1, "log")),
+            directory=tmp_path, project_name="freeze",
+        )
+    first, second = _FreezeCount.counts
+    assert second > first  # the end of trial 0 froze what survived it
 
 
 def test_a_value_error_while_training_stops_the_search_at_once(data, tmp_path):
